@@ -1,0 +1,120 @@
+"""What every local service shares: a data folder, a pid file, idempotent start/stop, a status line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules.errors import DevenvError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def devenv_root() -> Path:
+    """Where service data lives: ``$PENGUINMAILS_DEVENV_DIR`` or ``<repo>/.devenv`` (git-ignored)."""
+    root = Path(os.environ.get("PENGUINMAILS_DEVENV_DIR", REPO_ROOT / ".devenv"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check, what: str, timeout: float = 30.0, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise DevenvError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    address: str
+    detail: str = ""
+
+
+class Service:
+    """A daemon started from a config file under ``.devenv/<name>/``; subclasses say how."""
+
+    name = "service"
+    host = "127.0.0.1"
+    port = 0
+
+    def __init__(self, root: Path | None = None):
+        self.dir = (root or devenv_root()) / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def secret(self, filename: str, length: int = 32) -> str:
+        """A dev-only credential made once and kept (mode 0600) so restarts keep working."""
+        path = self.dir / filename
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(length))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def running(self) -> bool:
+        return self.pid() is not None and port_open(self.host, self.port)
+
+    def start(self) -> ServiceStatus:
+        if not self.running():
+            self._start()
+            wait_until(self.running, f"{self.name} on {self.address}", timeout=60)
+        return self.status()
+
+    def stop(self) -> ServiceStatus:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), f"{self.name} (pid {pid}) to stop", timeout=30)
+        self.pid_file.unlink(missing_ok=True)
+        return self.status()
+
+    def status(self) -> ServiceStatus:
+        running = self.running()
+        return ServiceStatus(self.name, running, self.address, f"pid {self.pid()}" if running else "stopped")
+
+    def env(self) -> dict[str, str]:
+        """Variables the providers and tests read to reach this service."""
+        return {}
+
+    def _start(self) -> None:
+        raise NotImplementedError

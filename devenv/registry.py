@@ -1,0 +1,27 @@
+"""The services of the embedded environment, in start order."""
+
+from __future__ import annotations
+
+from devenv.base import Service
+from devenv.redis import RedisService
+
+SERVICE_CLASSES: list[type[Service]] = [RedisService]
+
+
+def services(names: list[str] | None = None) -> list[Service]:
+    chosen = [cls() for cls in SERVICE_CLASSES]
+    if names:
+        unknown = set(names) - {s.name for s in chosen}
+        if unknown:
+            known = ", ".join(s.name for s in chosen)
+            raise SystemExit(f"unknown service(s): {', '.join(sorted(unknown))} (known: {known})")
+        chosen = [s for s in chosen if s.name in names]
+    return chosen
+
+
+def environment() -> dict[str, str]:
+    """Every running service's variables, for `eval "$(python -m devenv env)"` and the test harness."""
+    merged: dict[str, str] = {}
+    for service in services():
+        merged.update(service.env())
+    return merged

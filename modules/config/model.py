@@ -1,0 +1,296 @@
+"""The typed model of a whole PenguinMails stack.
+
+One pydantic model describes everything a stack declares: the Hostwinds fleet, the four PostgreSQL tiers,
+Redis, DNS zones, tenants with their sending domains, and mail settings. Later issues extend it. It is
+validated before the Pulumi program creates or reads any resource, so a typo fails the preview with the key
+and the reason instead of half-way through an update.
+
+Secrets (API keys, admin passwords, TSIG keys) are *not* fields here: they are read as Pulumi secrets by
+:mod:`modules.config.loader` and never pass through this model in plain text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+SELECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TIERS = ("oltp", "content", "analytics", "queue")
+
+
+def _check_hostname(value: str) -> str:
+    value = value.rstrip(".").lower()
+    if not HOSTNAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid DNS name (letters, digits, hyphens; dot-separated labels)")
+    return value
+
+
+Hostname = Annotated[str, Field(min_length=3, max_length=253)]
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class HostwindsConfig(Strict):
+    """Where the Hostwinds Cloud API is. The API key is the secret config value ``hostwindsApiKey``."""
+
+    endpoint: str = "https://clients.hostwinds.com/cloud/api.php"
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    build_timeout_seconds: int = Field(default=1800, ge=10, le=7200)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL such as https://clients.hostwinds.com/cloud/api.php")
+        return value
+
+
+class FleetConfig(Strict):
+    """The sending VPS fleet: N identical nodes named from a pattern."""
+
+    nodes: int = Field(default=0, ge=0, le=500)
+    name_pattern: str = "mx-{index:02d}"
+    location_id: int = Field(default=1, ge=1)
+    plan_id: int = Field(default=1, ge=1, description="Hostwinds plan rid from get_price_list")
+    image: str = Field(default="debian-12", min_length=1)
+    ssh_public_keys: list[str] = Field(default_factory=list)
+    rdns_domain: str | None = None
+    firewall_profile: str | None = "smtp"
+    billing_cycle: Literal["hourly", "monthly", "quarterly", "semiannually", "annually"] = "hourly"
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _pattern_has_index(cls, value: str) -> str:
+        if "{index" not in value:
+            raise ValueError("must contain {index} (for example 'mx-{index:02d}') so node names are unique")
+        try:
+            sample = value.format(index=1)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ValueError(f"is not a valid format pattern: {exc}") from None
+        if not re.match(rf"^{_LABEL}$", sample):
+            raise ValueError(f"gives {sample!r}, which is not a valid host label")
+        return value
+
+    @field_validator("ssh_public_keys")
+    @classmethod
+    def _keys_look_like_openssh(cls, keys: list[str]) -> list[str]:
+        for position, key in enumerate(keys):
+            parts = key.split()
+            if len(parts) < 2 or parts[0] not in {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"}:
+                raise ValueError(f"item {position} is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')")
+        return keys
+
+    @field_validator("rdns_domain")
+    @classmethod
+    def _rdns_domain_valid(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostname(value)
+
+    def node_names(self) -> list[str]:
+        return [self.name_pattern.format(index=i) for i in range(1, self.nodes + 1)]
+
+    def node_fqdn(self, name: str) -> str | None:
+        return f"{name}.{self.rdns_domain}" if self.rdns_domain else None
+
+
+class PostgresTierConfig(Strict):
+    """One PostgreSQL tier: a local dev server, or a server URL (admin password is a secret config value)."""
+
+    mode: Literal["local", "server"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(default=5432, ge=1, le=65535)
+    admin_user: str = "postgres"
+    database: str | None = None
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+
+    @model_validator(mode="after")
+    def _server_needs_tls(self) -> PostgresTierConfig:
+        if self.mode == "server" and self.sslmode in ("disable", "prefer"):
+            raise ValueError("sslmode must be require, verify-ca or verify-full for a remote server")
+        if self.mode == "local" and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("a local tier must listen on loopback (127.0.0.1, localhost or ::1)")
+        return self
+
+
+class PostgresConfig(Strict):
+    oltp: PostgresTierConfig = PostgresTierConfig()
+    content: PostgresTierConfig = PostgresTierConfig()
+    analytics: PostgresTierConfig = PostgresTierConfig()
+    queue: PostgresTierConfig = PostgresTierConfig()
+
+    def tiers(self) -> dict[str, PostgresTierConfig]:
+        return {tier: getattr(self, tier) for tier in TIERS}
+
+
+class RedisConfig(Strict):
+    """The Redis used by the queue; the stack manages an ACL user for the workers on it."""
+
+    mode: Literal["local", "server"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(default=6390, ge=1, le=65535)
+    tls: bool = False
+    queue_user: str = Field(default="penguinmails-queue", pattern=r"^[a-z][a-z0-9_-]{2,63}$")
+    key_prefixes: list[str] = Field(
+        default_factory=lambda: ["queue:", "job:", "recent_jobs:", "deadletter:"], min_length=1
+    )
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru"] = "noeviction"
+
+
+class DnsZoneConfig(Strict):
+    """An authoritative zone updated with RFC 2136; the TSIG secret is secret config ``tsigSecret``."""
+
+    name: str
+    server: str = "127.0.0.1"
+    port: int = Field(default=5353, ge=1, le=65535)
+    tsig_key_name: str = "penguinmails-dev"
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    max_change_share: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _zone_name(cls, value: str) -> str:
+        return _check_hostname(value)
+
+    @field_validator("server")
+    @classmethod
+    def _server_is_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (RFC 2136 updates go to the primary by address)") from None
+        return value
+
+
+class DnsConfig(Strict):
+    ttl: int = Field(default=3600, ge=60, le=86400)
+    zones: list[DnsZoneConfig] = Field(default_factory=list)
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[DnsZoneConfig]) -> list[DnsZoneConfig]:
+        names = [zone.name for zone in zones]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"zone declared twice: {', '.join(duplicates)}")
+        return zones
+
+    def zone_for(self, domain: str) -> DnsZoneConfig | None:
+        """The most specific declared zone that contains ``domain``."""
+        matches = [z for z in self.zones if domain == z.name or domain.endswith("." + z.name)]
+        return max(matches, key=lambda z: len(z.name), default=None)
+
+
+class DmarcConfig(Strict):
+    policy: Literal["none", "quarantine", "reject"] = "none"
+    pct: int = Field(default=100, ge=0, le=100)
+    rua: list[str] = Field(default_factory=list)
+    ruf: list[str] = Field(default_factory=list)
+
+    @field_validator("rua", "ruf")
+    @classmethod
+    def _mailto(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.match(r"^mailto:[^@\s]+@[^@\s]+$", value):
+                raise ValueError(f"{value!r} must be a mailto: URI such as mailto:dmarc@example.com")
+        return values
+
+
+class SendingDomainConfig(Strict):
+    """A tenant's sending domain and the fleet node whose IP sends for it."""
+
+    name: str
+    sending_node: int = Field(default=1, ge=1, description="1-based index of the fleet node that sends")
+    dkim_selector: str = "pm1"
+    dmarc: DmarcConfig = DmarcConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _domain_name(cls, value: str) -> str:
+        return _check_hostname(value)
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not SELECTOR_RE.match(value):
+            raise ValueError("must be a single lower-case DNS label such as 'pm1' or '2026q4'")
+        return value
+
+
+class TenantConfig(Strict):
+    slug: str
+    domains: list[SendingDomainConfig] = Field(default_factory=list)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError("must be 3-40 lower-case letters, digits or hyphens, starting with a letter")
+        return value
+
+
+class MailConfig(Strict):
+    flavor: Literal["native", "mailu"] = "native"
+    hostname_prefix: str = "mail"
+    warmup_stage: int = Field(default=1, ge=1, le=21, description="day of the 21-day IP warm-up plan")
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    message_size_limit_mb: int = Field(default=25, ge=1, le=100)
+
+
+class StackConfig(Strict):
+    """The whole stack. ``environment`` picks the embedded dev stack or a production one."""
+
+    environment: Literal["dev", "staging", "production"] = "dev"
+    hostwinds: HostwindsConfig = HostwindsConfig()
+    fleet: FleetConfig = FleetConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    redis: RedisConfig = RedisConfig()
+    dns: DnsConfig = DnsConfig()
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    mail: MailConfig = MailConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        reasons: list[str] = []
+        slugs = [t.slug for t in self.tenants]
+        for slug in sorted({s for s in slugs if slugs.count(s) > 1}):
+            reasons.append(f"tenants: slug {slug!r} is used by more than one tenant")
+        owners: dict[str, str] = {}
+        for tenant in self.tenants:
+            for domain in tenant.domains:
+                if domain.name in owners:
+                    reasons.append(
+                        f"tenants[{tenant.slug}].domains: {domain.name} already belongs to "
+                        f"tenant {owners[domain.name]!r}"
+                    )
+                owners[domain.name] = tenant.slug
+                if self.dns.zone_for(domain.name) is None:
+                    reasons.append(
+                        f"tenants[{tenant.slug}].domains[{domain.name}]: no zone in dns.zones contains it"
+                    )
+                if domain.sending_node > self.fleet.nodes:
+                    reasons.append(
+                        f"tenants[{tenant.slug}].domains[{domain.name}].sending_node: node {domain.sending_node}"
+                        f" does not exist (fleet.nodes is {self.fleet.nodes})"
+                    )
+        if self.environment == "production":
+            for tier, cfg in self.postgres.tiers().items():
+                if cfg.mode == "local":
+                    reasons.append(f"postgres.{tier}.mode: a production stack cannot use a local server")
+            if self.hostwinds.endpoint.startswith("http://"):
+                reasons.append("hostwinds.endpoint: a production stack must use https")
+        if reasons:
+            raise ValueError("; ".join(reasons))
+        return self
+
+    def sending_domains(self) -> list[tuple[TenantConfig, SendingDomainConfig]]:
+        return [(tenant, domain) for tenant in self.tenants for domain in tenant.domains]

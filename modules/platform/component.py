@@ -1,0 +1,54 @@
+"""The stack's root component: every other part of the platform hangs below it.
+
+Later issues add the Hostwinds fleet, the PostgreSQL tiers, DNS and the mail hosts as children here;
+the foundation slice declares the credentials those parts will use and the queue's Redis user.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from modules.config.model import TIERS, StackConfig
+from modules.redis.resources import RedisUser
+from modules.secrets.resources import GeneratedSecret
+
+TIER_ROLES = ("migrator", "app", "readonly")
+
+
+class Platform(pulumi.ComponentResource):
+    """A whole PenguinMails environment, built from a validated :class:`StackConfig`."""
+
+    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("penguinmails:platform:Platform", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.config = config
+
+        # One password per tier role; the PostgreSQL issue turns them into real roles.
+        self.tier_passwords: dict[str, dict[str, pulumi.Output[str]]] = {
+            tier: {
+                role: GeneratedSecret(f"{name}-{tier}-{role}-password", length=32, opts=child).result
+                for role in TIER_ROLES
+            }
+            for tier in TIERS
+        }
+
+        queue_password = GeneratedSecret(f"{name}-redis-queue-password", length=40, opts=child)
+        self.redis_user = RedisUser(
+            f"{name}-redis-queue-user",
+            username=config.redis.queue_user,
+            password=queue_password.result,
+            key_prefixes=config.redis.key_prefixes,
+            opts=child,
+        )
+        scheme = "rediss" if config.redis.tls else "redis"
+        self.redis_url = pulumi.Output.secret(
+            pulumi.Output.format(
+                "{0}://{1}:{2}@{3}:{4}/0",
+                scheme,
+                self.redis_user.username,
+                queue_password.result,
+                config.redis.host,
+                config.redis.port,
+            )
+        )
+        self.register_outputs({"redis_url": self.redis_url})

@@ -1,0 +1,25 @@
+"""The PenguinMails Pulumi program: read and validate config, compose the platform, export outputs.
+
+Validation runs before any resource is declared, so bad config fails `pulumi preview` with the key and
+the reason and nothing is read or changed.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from modules.config.loader import load_stack_config
+from modules.errors import ConfigError
+from modules.platform.component import Platform
+
+try:
+    config = load_stack_config()
+except ConfigError as error:
+    raise pulumi.RunError(error.message) from None
+
+platform = Platform("penguinmails", config)
+
+pulumi.export("environment", config.environment)
+pulumi.export("tenants", [tenant.slug for tenant in config.tenants])
+pulumi.export("redis_url", platform.redis_url)
+pulumi.export("redis_queue_user", platform.redis_user.username)

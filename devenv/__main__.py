@@ -5,8 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from devenv.registry import environment, services
-from modules.errors import ToolkitError
+from devenv.registry import control, environment
 
 
 def main(argv: list[str]) -> int:
@@ -18,20 +17,10 @@ def main(argv: list[str]) -> int:
         for key, value in sorted(environment().items()):
             print(f"export {key}={shlex.quote(value)}")
         return 0
-    chosen = services(names)
-    if action == "stop":
-        chosen = list(reversed(chosen))
-    failed = False
-    for service in chosen:
-        try:
-            status = getattr(service, action)()
-        except ToolkitError as exc:
-            print(f"{service.name:<12} FAILED  {exc}", file=sys.stderr)
-            failed = True
-            continue
+    statuses, failed = control(action, names)
+    for status in statuses:
         state = "running" if status.running else "stopped"
         print(f"{status.name:<12} {state:<8} {status.address:<22} {status.detail}")
-        failed |= action in {"start", "status"} and not status.running
     return 1 if failed else 0
 
 

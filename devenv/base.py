@@ -64,7 +64,10 @@ class Service:
     host = "127.0.0.1"
     port = 0
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, port: int | None = None):
+        # Tests pass their own root and port to run a private instance beside the shared one.
+        if port is not None:
+            self.port = port
         self.dir = (root or devenv_root()) / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from devenv.base import Service
+from devenv.base import Service, ServiceStatus
 from devenv.redis import RedisService
+from modules.errors import ToolkitError
 
 SERVICE_CLASSES: list[type[Service]] = [RedisService]
 
@@ -25,3 +26,20 @@ def environment() -> dict[str, str]:
     for service in services():
         merged.update(service.env())
     return merged
+
+
+def control(action: str, names: list[str] | None = None) -> tuple[list[ServiceStatus], bool]:
+    """Run start/stop/status on the chosen services (stop in reverse order); also say if any failed."""
+    chosen = services(names)
+    if action == "stop":
+        chosen.reverse()
+    statuses: list[ServiceStatus] = []
+    failed = False
+    for service in chosen:
+        try:
+            status = getattr(service, action)()
+        except ToolkitError as exc:
+            status = ServiceStatus(service.name, False, service.address, f"FAILED: {exc.message}")
+        statuses.append(status)
+        failed |= action != "stop" and not status.running
+    return statuses, failed

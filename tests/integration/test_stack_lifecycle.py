@@ -64,3 +64,15 @@ def test_stack_up_preview_refresh_destroy(tmp_path, devenv_env):
     stack.destroy(color="never")
     assert not admin.execute_command("ACL", "GETUSER", queue_user)
     stack.workspace.remove_stack("itest")
+
+
+def test_bad_config_fails_preview_naming_the_key_before_any_resource(tmp_path, devenv_env):
+    stack = project_stack(tmp_path, "broken", config={"fleet": {"nodes": -1}, "redis": {"port": 6390}})
+    with pytest.raises(auto.CommandError) as caught:
+        stack.preview(color="never")
+    text = str(caught.value)
+    assert "invalid configuration for stack 'broken'" in text
+    assert "penguinmails:fleet.nodes: Input should be greater than or equal to 0 (got -1)" in text
+    assert "Traceback" not in text
+    # Nothing was declared below the stack itself.
+    assert "GeneratedSecret" not in text and "redis:User" not in text

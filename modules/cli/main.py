@@ -1,0 +1,44 @@
+"""`penguinmails`: the toolkit's command line. Thin typer commands over plain, tested functions."""
+
+from __future__ import annotations
+
+import typer
+
+from modules.cli import config_cmd, devenv_cmd
+from modules.cli.console import errors
+from modules.errors import ToolkitError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(devenv_cmd.app, name="devenv")
+
+
+@app.callback()
+def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of errors.")) -> None:
+    """PenguinMails infrastructure toolkit."""
+    state["verbose"] = verbose
+
+
+state = {"verbose": False}
+
+
+def run() -> None:
+    """Entry point: toolkit errors become a message and their exit code, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except ToolkitError as error:
+        if state["verbose"]:
+            raise
+        errors.print(f"[red]error:[/red] {error.message}")
+        raise SystemExit(error.exit_code) from None
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise

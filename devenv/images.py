@@ -2,12 +2,14 @@
 
 Three layers, each tagged with a hash of its recipe so a warm run rebuilds nothing:
 
-* ``localhost/penguinmails-debian:<key>``   debootstrap ``--variant=minbase bookworm`` rootfs, ``podman import``
+* ``localhost/penguinmails-debian:<key>``   debootstrap ``--variant=minbase bookworm``, ``podman import``
 * ``localhost/penguinmails-host:<key>``     + sshd, python3 (and python3-apt for Ansible's apt module), tini
 * ``localhost/penguinmails-mailhost:<key>`` + postfix, dovecot, spamassassin, opendkim, installed but not
   started or enabled, so mail-role convergence tests do not spend minutes in apt per host.
 
-The Debian mirror is the one in this machine's apt sources. The rootfs tarball is kept in
+The Debian mirror is the one in this machine's apt sources (the hosts get the same sources, updates and
+security included); their apt lists are kept, so roles can install more packages without an apt update.
+The rootfs tarball is kept in
 ``.cache/images/`` (git-ignored) so a wiped podman store re-imports it instead of re-running debootstrap.
 
 ``python -m devenv.images [base|mailhost|all]`` builds (or finds) the images and prints their names.
@@ -53,6 +55,7 @@ MAIL_PACKAGES = (
     "dovecot-lmtpd",
     "spamassassin",
     "spamd",
+    "spamc",  # spamass-milter runs it; only a Recommends, which --no-install-recommends drops
     "spamass-milter",
     "opendkim",
     "opendkim-tools",
@@ -137,12 +140,18 @@ def _parse_deb822_sources(text: str) -> list[AptSource]:
         if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", "").split():
             continue
         for uri in fields.get("uris", "").split():
-            found.append(AptSource(uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split())))
+            found.append(
+                AptSource(
+                    uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split())
+                )
+            )
     return found
 
 
-def apt_sources(sources_list: Path = SOURCES_LIST, sources_dir: Path = SOURCES_DIR) -> list[AptSource]:
+def apt_sources(sources_list: Path | None = None, sources_dir: Path | None = None) -> list[AptSource]:
     """Every enabled ``deb`` source of this machine (one-line ``.list`` and deb822 ``.sources`` files)."""
+    sources_list = sources_list or SOURCES_LIST
+    sources_dir = sources_dir or SOURCES_DIR
     found: list[AptSource] = []
     files = [sources_list] + (sorted(sources_dir.iterdir()) if sources_dir.is_dir() else [])
     for path in files:
@@ -248,31 +257,40 @@ class ImagePlan:
     files: tuple[tuple[str, str], ...] = ()
 
 
-def plan(kind: str) -> list[ImagePlan]:
-    """The chain of images ``kind`` needs, parents first, each named by the hash of its whole recipe."""
+def plan(kind: str, salt: str = "") -> list[ImagePlan]:
+    """The chain of images ``kind`` needs, parents first, each named by the hash of its whole recipe.
+
+    A ``salt`` (benchmarks: a cold build beside the images in use) gives the whole chain other
+    repositories and keys, which :func:`prune_stale` never touches.
+    """
     if kind not in KINDS:
         raise ImageBuildError(f"image kind {kind!r} is unknown (known: {', '.join(KINDS)})")
+    repos = {k: f"{name}-{salt}" if salt else name for k, name in IMAGE_NAMES.items()}
     mirror = debian_mirror()
     sources = rootfs_sources_list()
-    rootfs_key = _key(RECIPE_VERSION, "rootfs", SUITE, "minbase", mirror, sources)
-    rootfs = ImagePlan("rootfs", f"{IMAGE_NAMES['rootfs']}:{rootfs_key}")
+    rootfs_key = _key(RECIPE_VERSION + salt, "rootfs", SUITE, "minbase", mirror, sources)
+    rootfs = ImagePlan("rootfs", f"{repos['rootfs']}:{rootfs_key}")
     base_file = base_containerfile(rootfs.name)
     base_key = _key(RECIPE_VERSION, base_file, HOST_INIT, SSHD_CONFIG)
     base = ImagePlan(
         "base",
-        f"{IMAGE_NAMES['base']}:{base_key}",
+        f"{repos['base']}:{base_key}",
         base_file,
         (("host-init", HOST_INIT), ("sshd_config", SSHD_CONFIG)),
     )
     chain = [rootfs, base]
     if kind == "mailhost":
         mail_file = mailhost_containerfile(base.name)
-        chain.append(ImagePlan("mailhost", f"{IMAGE_NAMES['mailhost']}:{_key(RECIPE_VERSION, mail_file)}", mail_file))
+        chain.append(
+            ImagePlan("mailhost", f"{repos['mailhost']}:{_key(RECIPE_VERSION, mail_file)}", mail_file)
+        )
     return chain
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["podman", "image", "exists", name], capture_output=True, timeout=60).returncode == 0
+    return (
+        subprocess.run(["podman", "image", "exists", name], capture_output=True, timeout=60).returncode == 0
+    )
 
 
 @contextlib.contextmanager
@@ -287,7 +305,9 @@ def _build_lock(timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ImageBuildError(f"timed out after {timeout:.0f} s waiting for another image build") from None
+                    raise ImageBuildError(
+                        f"timed out after {timeout:.0f} s waiting for another image build"
+                    ) from None
                 time.sleep(1.0)
         try:
             yield
@@ -340,28 +360,42 @@ def _import_rootfs(image: ImagePlan) -> None:
     _run(["podman", "import", "--change", "CMD=/bin/bash", str(tarball), image.name], "podman import", 600)
 
 
-def _build(image: ImagePlan) -> None:
+def _build(image: ImagePlan, tag_latest: bool) -> None:
     with tempfile.TemporaryDirectory(prefix=f"build-{image.kind}-", dir=cache_dir()) as context:
         root = Path(context)
         (root / "Containerfile").write_text(image.containerfile)
         for filename, content in image.files:
             (root / filename).write_text(content)
         _run(
-            ["podman", "build", "--layers=false", "-f", str(root / "Containerfile"), "-t", image.name, str(root)],
+            [
+                "podman",
+                "build",
+                "--layers=false",
+                "-f",
+                str(root / "Containerfile"),
+                "-t",
+                image.name,
+                str(root),
+            ],
             f"podman build {image.name}",
             BUILD_TIMEOUT,
         )
-    latest = image.name.rsplit(":", 1)[0] + ":latest"
-    _run(["podman", "tag", image.name, latest], f"podman tag {latest}", 60)
+    if tag_latest:  # for people: `podman run localhost/penguinmails-mailhost`
+        latest = image.name.rsplit(":", 1)[0] + ":latest"
+        _run(["podman", "tag", image.name, latest], f"podman tag {latest}", 60)
 
 
-def ensure_image(kind: str = "base", log=None) -> str:
+def ensure_image(kind: str = "base", log=None, salt: str = "") -> str:
     """Return the name of the ``kind`` image, building only the missing layers (under a machine-wide lock)."""
-    chain = plan(kind)
+    chain = plan(kind, salt)
     if image_exists(chain[-1].name):
         return chain[-1].name
     say = log or (lambda message: None)
     with _build_lock():
+        # Work folders are made only under this lock: any still here are from a build that was killed.
+        for stale in [*cache_dir().glob("rootfs-*"), *cache_dir().glob("build-*")]:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         for image in chain:
             if image_exists(image.name):
                 continue
@@ -370,16 +404,32 @@ def ensure_image(kind: str = "base", log=None) -> str:
             if image.kind == "rootfs":
                 _import_rootfs(image)
             else:
-                _build(image)
+                _build(image, tag_latest=not salt)
             say(f"built {image.name} in {time.monotonic() - started:.1f} s")
+        if not salt:
+            prune_stale(chain)
     return chain[-1].name
 
 
-def remove_images(kind: str = "base", keep_rootfs_tarball: bool = True) -> None:
-    """Drop the images of ``kind``'s chain (for cold-build benchmarks); containers using them must be gone."""
-    for image in reversed(plan(kind)):
-        subprocess.run(["podman", "rmi", "-f", image.name], capture_output=True, timeout=120)
-        subprocess.run(["podman", "rmi", image.name.rsplit(":", 1)[0] + ":latest"], capture_output=True, timeout=120)
+def prune_stale(current: list[ImagePlan]) -> None:
+    """Untag our images of older recipes, so disk use does not grow with every recipe change.
+
+    Never forced: an image a container still runs on stays until that container is gone.
+    """
+    for image in current:
+        repo, tag = image.name.rsplit(":", 1)
+        listing = subprocess.run(
+            ["podman", "images", "--format", "{{.Tag}}", repo], capture_output=True, text=True, timeout=60
+        )
+        for old in set(listing.stdout.split()) - {tag, "latest", "<none>"}:
+            subprocess.run(["podman", "rmi", f"{repo}:{old}"], capture_output=True, timeout=120)
+
+
+def remove_images(kind: str = "base", salt: str = "", keep_rootfs_tarball: bool = True) -> None:
+    """Untag the images of ``kind``'s chain (cold-build benchmarks). Never forced: an image that a
+    container still uses stays, and so does that container."""
+    for image in reversed(plan(kind, salt)):
+        subprocess.run(["podman", "rmi", image.name], capture_output=True, timeout=120)
         if image.kind == "rootfs" and not keep_rootfs_tarball:
             tag = image.name.rsplit(":", 1)[1]
             (cache_dir() / f"rootfs-{SUITE}-{tag}.tar").unlink(missing_ok=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from devenv.base import Service, ServiceStatus
+from devenv.bind import BindService
+from devenv.hostwinds import HostwindsService
+from devenv.postgres import PostgresService
 from devenv.redis import RedisService
 from modules.errors import ToolkitError
 
-SERVICE_CLASSES: list[type[Service]] = [RedisService]
+SERVICE_CLASSES: list[type[Service]] = [RedisService, HostwindsService, PostgresService, BindService]
 
 
 def services(names: list[str] | None = None) -> list[Service]:

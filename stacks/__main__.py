@@ -23,3 +23,8 @@ pulumi.export("environment", config.environment)
 pulumi.export("tenants", [tenant.slug for tenant in config.tenants])
 pulumi.export("redis_url", platform.redis_url)
 pulumi.export("redis_queue_user", platform.redis_user.username)
+# The app role's connection string of each PostgreSQL tier (secrets).
+for _tier, _postgres in platform.postgres_tiers.items():
+    pulumi.export(f"postgres_{_tier}_app_url", _postgres.app_url)
+# [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
+pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])

@@ -18,6 +18,7 @@ if ((${#missing[@]})); then
   # No init system here: Debian's postinst may start daemons on default ports; the devenv runs its own.
   for svc in redis-server named bind9; do service "$svc" stop >/dev/null 2>&1 || true; done
 fi
+bash tools/configure-podman.sh  # runc + no default ulimits: what podman needs on these machines
 
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 if [ ! -x .venv/bin/python ]; then

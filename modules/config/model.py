@@ -47,6 +47,11 @@ class HostwindsConfig(Strict):
     endpoint: str = "https://clients.hostwinds.com/cloud/api.php"
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     build_timeout_seconds: int = Field(default=1800, ge=10, le=7200)
+    # Poll interval of builds; how long to look for the instance after a lost add_instance answer before
+    # ordering again; how many orders one create may place (README.md, section Hostwinds).
+    poll_interval_seconds: float = Field(default=15.0, gt=0, le=300)
+    lost_answer_wait_seconds: float = Field(default=60.0, ge=0, le=1800)
+    create_attempts: int = Field(default=2, ge=1, le=5)
 
     @field_validator("endpoint")
     @classmethod
@@ -65,6 +70,9 @@ class FleetConfig(Strict):
     plan_id: int = Field(default=1, ge=1, description="Hostwinds plan rid from get_price_list")
     image: str = Field(default="debian-12", min_length=1)
     ssh_public_keys: list[str] = Field(default_factory=list)
+    ssh_key_names: list[str] = Field(
+        default_factory=list, description="names of SSH keys already on the Hostwinds account"
+    )
     rdns_domain: str | None = None
     firewall_profile: str | None = "smtp"
     billing_cycle: Literal["hourly", "monthly", "quarterly", "semiannually", "annually"] = "hourly"
@@ -91,6 +99,14 @@ class FleetConfig(Strict):
                 raise ValueError(f"item {position} is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')")
         return keys
 
+    @field_validator("ssh_key_names")
+    @classmethod
+    def _key_names(cls, names: list[str]) -> list[str]:
+        for position, name in enumerate(names):
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name):
+                raise ValueError(f"item {position} {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+        return names
+
     @field_validator("rdns_domain")
     @classmethod
     def _rdns_domain_valid(cls, value: str | None) -> str | None:
@@ -103,15 +119,58 @@ class FleetConfig(Strict):
         return f"{name}.{self.rdns_domain}" if self.rdns_domain else None
 
 
+def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
+    """Split a server URL into the tier fields; refuse a password in it and fields given twice."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ValueError("url must look like postgresql://admin@host:5432/database?sslmode=verify-full")
+    if parts.password is not None:
+        raise ValueError("url must not contain a password; set `pulumi config set --secret postgresAdminPassword`")
+    twice = sorted(k for k in ("host", "port", "admin_user", "database", "sslmode") if k in given)
+    if twice:
+        raise ValueError(f"give either url or {', '.join(twice)}, not both")
+    query = parse_qs(parts.query)
+    unknown = sorted(set(query) - {"sslmode"})
+    if unknown:
+        raise ValueError(f"url: unsupported parameter(s) {', '.join(unknown)} (only sslmode)")
+    fields: dict[str, object] = {"mode": given.get("mode", "server"), "host": parts.hostname}
+    try:
+        fields["port"] = parts.port or 5432
+    except ValueError:
+        raise ValueError("url: the port is not a number between 1 and 65535") from None
+    if parts.username:
+        fields["admin_user"] = unquote(parts.username)
+    if parts.path.strip("/"):
+        fields["database"] = unquote(parts.path.strip("/"))
+    if "sslmode" in query:
+        fields["sslmode"] = query["sslmode"][-1]
+    return fields
+
+
 class PostgresTierConfig(Strict):
     """One PostgreSQL tier: a local dev server, or a server URL (admin password is a secret config value)."""
 
     mode: Literal["local", "server"] = "local"
     host: str = "127.0.0.1"
-    port: int = Field(default=5432, ge=1, le=65535)
-    admin_user: str = "postgres"
-    database: str | None = None
+    port: int = Field(default=5433, ge=1, le=65535)
+    admin_user: str = Field(default="postgres", pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")
+    database: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
     sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    # postgresql://admin@host:port/database?sslmode=verify-full (no password: that is postgresAdminPassword).
+    url: str | None = None
+    enabled: bool = True
+    # Database <prefix>_<tier>, roles <prefix>_<tier>_<role>; default pm_<stack> so stacks can share a server.
+    name_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$")
+    create_database: bool = Field(default=True, description="false when the server's database already exists")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_url(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("url"):
+            return {**data, **_postgres_url_fields(str(data["url"]), data)}
+        return data
 
     @model_validator(mode="after")
     def _server_needs_tls(self) -> PostgresTierConfig:
@@ -146,6 +205,15 @@ class RedisConfig(Strict):
     maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru"] = "noeviction"
 
 
+class DnsRecordConfig(Strict):
+    """A record to publish beside the generated ones; ``name`` is relative to the zone (``@`` = apex)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    type: Literal["A", "AAAA", "CNAME", "MX", "PTR", "TXT"]
+    ttl: int | None = Field(default=None, ge=30, le=604800)
+    values: list[str] = Field(min_length=1)
+
+
 class DnsZoneConfig(Strict):
     """An authoritative zone updated with RFC 2136; the TSIG secret is secret config ``tsigSecret``."""
 
@@ -155,6 +223,8 @@ class DnsZoneConfig(Strict):
     tsig_key_name: str = "penguinmails-dev"
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
     max_change_share: float = Field(default=0.5, gt=0, le=1)
+    adopt_existing: bool = Field(default=False, description="take over records already there (opt-in)")
+    records: list[DnsRecordConfig] = Field(default_factory=list, description="extra records to publish")
 
     @field_validator("name")
     @classmethod
@@ -174,6 +244,9 @@ class DnsZoneConfig(Strict):
 class DnsConfig(Strict):
     ttl: int = Field(default=3600, ge=60, le=86400)
     zones: list[DnsZoneConfig] = Field(default_factory=list)
+    # Where preview-time checks resolve names outside the plan (SPF includes …): "ip" or "ip:port"; none
+    # means the system resolver.
+    resolvers: list[str] = Field(default_factory=list)
 
     @field_validator("zones")
     @classmethod
@@ -195,6 +268,9 @@ class DmarcConfig(Strict):
     pct: int = Field(default=100, ge=0, le=100)
     rua: list[str] = Field(default_factory=list)
     ruf: list[str] = Field(default_factory=list)
+    subdomain_policy: Literal["none", "quarantine", "reject"] | None = None
+    adkim: Literal["r", "s"] = "r"
+    aspf: Literal["r", "s"] = "r"
 
     @field_validator("rua", "ruf")
     @classmethod
@@ -212,6 +288,11 @@ class SendingDomainConfig(Strict):
     sending_node: int = Field(default=1, ge=1, description="1-based index of the fleet node that sends")
     dkim_selector: str = "pm1"
     dmarc: DmarcConfig = DmarcConfig()
+    # Selectors replaced by dkim_selector: still published until mail.dkim_rotation_overlap_days have
+    # passed since the new key was made; drop them from this list afterwards to delete their keys.
+    dkim_previous_selectors: list[str] = Field(default_factory=list)
+    spf_include: list[str] = Field(default_factory=list, description="other senders, e.g. _spf.esp.example")
+    spf_all: Literal["~all", "-all"] = "~all"
 
     @field_validator("name")
     @classmethod
@@ -224,6 +305,27 @@ class SendingDomainConfig(Strict):
         if not SELECTOR_RE.match(value):
             raise ValueError("must be a single lower-case DNS label such as 'pm1' or '2026q4'")
         return value
+
+    @field_validator("dkim_previous_selectors")
+    @classmethod
+    def _previous_selectors(cls, values: list[str]) -> list[str]:
+        for value in values:
+            cls._selector(value)
+        return values
+
+    @field_validator("spf_include")
+    @classmethod
+    def _includes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.match(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+[a-z]{2,63}$", value):
+                raise ValueError(f"{value!r} is not a domain name such as _spf.example.com")
+        return values
+
+    @model_validator(mode="after")
+    def _rotation(self) -> SendingDomainConfig:
+        if self.dkim_selector in self.dkim_previous_selectors:
+            raise ValueError(f"dkim_previous_selectors: {self.dkim_selector!r} is the active dkim_selector")
+        return self
 
 
 class TenantConfig(Strict):
@@ -244,6 +346,11 @@ class MailConfig(Strict):
     warmup_stage: int = Field(default=1, ge=1, le=21, description="day of the 21-day IP warm-up plan")
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     message_size_limit_mb: int = Field(default=25, ge=1, le=100)
+    mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"
+    mta_sts_max_age: int = Field(default=604800, ge=86400, le=31557600, description="seconds")
+    tls_rpt_rua: list[str] = Field(default_factory=list, description="default mailto:tlsrpt@<domain>")
+    dkim_key_bits: int = Field(default=2048, ge=2048, le=4096)
+    dkim_rotation_overlap_days: float = Field(default=7, ge=0, le=90)
 
 
 class StackConfig(Strict):

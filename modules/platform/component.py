@@ -9,6 +9,9 @@ from __future__ import annotations
 import pulumi
 
 from modules.config.model import TIERS, StackConfig
+from modules.dns.component import MailDns
+from modules.hostwinds.fleet import VpsFleet
+from modules.postgres.component import PostgresTier
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
 
@@ -51,4 +54,27 @@ class Platform(pulumi.ComponentResource):
                 config.redis.port,
             )
         )
+
+        # The sending fleet on Hostwinds (the simulator in the dev stack); only when nodes are asked for.
+        self.fleet = VpsFleet(f"{name}-fleet", config.fleet, opts=child) if config.fleet.nodes > 0 else None
+
+        # DNS and mail authentication for the tenants' sending domains, on the fleet's addresses.
+        self.mail_dns = None
+        if config.tenants:
+            node_ips = {}
+            if self.fleet is not None:
+                for index, node in enumerate(config.fleet.node_names(), start=1):
+                    node_ips[index] = self.fleet.inventory.apply(
+                        lambda inventory, node=node: next(n["ip"] for n in inventory if n["name"] == node)
+                    )
+            self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child)
+
+        # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
+        self.postgres_tiers = {
+            tier: PostgresTier(
+                f"{name}-postgres-{tier}", tier, tier_config, self.tier_passwords[tier], opts=child
+            )
+            for tier, tier_config in config.postgres.tiers().items()
+            if tier_config.enabled
+        }
         self.register_outputs({"redis_url": self.redis_url})

@@ -1,0 +1,177 @@
+"""Local PostgreSQL 15 for the four tiers: one cluster of the project's own, loopback only, port 5433.
+
+The cluster runs as the ``postgres`` OS user (PostgreSQL refuses to run as root) from Debian's binaries, with
+its data in ``.devenv/postgres/data``. There is no Unix socket: the toolkit connects over TCP as the admin
+role ``postgres`` with a SCRAM password made once and kept in ``.devenv/postgres/admin.password``. The
+machine's default cluster (port 5432) is neither needed nor touched.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from devenv.base import Service, pid_alive, wait_until
+from modules.errors import DevenvError
+
+POSTGRES_PORT = 5433
+PG_BIN = Path(os.environ.get("PENGUINMAILS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+OS_USER = "postgres"
+ADMIN_USER = "postgres"
+
+# Sized for a shared 2-core machine that also runs the benchmark's few-million-row seed.
+SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "max_connections": "200",
+    "shared_buffers": "'512MB'",
+    "work_mem": "'16MB'",
+    "maintenance_work_mem": "'256MB'",
+    "effective_cache_size": "'4GB'",
+    "max_wal_size": "'4GB'",
+    "checkpoint_timeout": "'15min'",
+    "password_encryption": "'scram-sha-256'",
+    "default_toast_compression": "'lz4'",
+    "log_min_duration_statement": "'2s'",
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+    "idle_in_transaction_session_timeout": "'10min'",
+    "max_locks_per_transaction": "256",
+}
+
+
+class PostgresService(Service):
+    name = "postgres"
+    port = POSTGRES_PORT
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        # The postmaster writes its own pid file; its first line is the pid.
+        return self.data_dir / "postmaster.pid"
+
+    def pid(self) -> int | None:
+        try:
+            first = self.pid_file.read_text().splitlines()[0]
+            pid = int(first.strip())
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def _run_as_postgres(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = ["runuser", "-u", OS_USER, "--", *args]
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd="/", check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise DevenvError(f"postgres: {args[0]} did not finish within {timeout:.0f} s") from None
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()[-2000:]
+            raise DevenvError(f"postgres: {Path(args[0]).name} failed (exit {result.returncode}): {output}")
+        return result
+
+    def _check_prerequisites(self) -> pwd.struct_passwd:
+        if not (PG_BIN / "postgres").exists():
+            raise DevenvError(f"PostgreSQL 15 is not installed in {PG_BIN} (run `make bootstrap`)")
+        if shutil.which("runuser") is None:
+            raise DevenvError("runuser is missing (util-linux); it starts the server as the postgres user")
+        try:
+            account = pwd.getpwnam(OS_USER)
+        except KeyError:
+            raise DevenvError("the postgres OS user does not exist (install postgresql-15)") from None
+        # The server user must be able to walk down to its data directory.
+        for folder in [self.dir, *self.dir.parents]:
+            if folder.stat().st_uid == os.getuid() and not folder.stat().st_mode & 0o001:
+                if folder in (self.dir, self.dir.parent):
+                    folder.chmod(folder.stat().st_mode | 0o011)
+                else:
+                    raise DevenvError(
+                        f"{folder} is not searchable by other users; the postgres user cannot reach "
+                        f"{self.data_dir} (chmod o+x {folder} or set PENGUINMAILS_DEVENV_DIR)"
+                    )
+        return account
+
+    def _initdb(self, account: pwd.struct_passwd, password: str) -> None:
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(self.data_dir, account.pw_uid, account.pw_gid)
+        pwfile = self.dir / ".initdb-pw"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        os.chown(pwfile, account.pw_uid, account.pw_gid)
+        try:
+            self._run_as_postgres(
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "--username",
+                ADMIN_USER,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _write_config(self, account: pwd.struct_passwd) -> None:
+        conf = self.data_dir / "postgresql.conf"
+        include = "include_if_exists = 'penguinmails.conf'"
+        text = conf.read_text()
+        if include not in text:
+            conf.write_text(text.rstrip("\n") + f"\n\n# Managed by devenv/postgres.py\n{include}\n")
+        settings = {**SETTINGS, "port": str(self.port)}
+        ours = self.data_dir / "penguinmails.conf"
+        ours.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# Managed by devenv/postgres.py: TCP on loopback only, SCRAM passwords for every role.\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        for path in (ours, hba):
+            path.chmod(0o600)
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _start(self) -> None:
+        account = self._check_prerequisites()
+        password = self.secret("admin.password")
+        if not (self.data_dir / "PG_VERSION").exists():
+            if self.data_dir.exists() and any(self.data_dir.iterdir()):
+                raise DevenvError(
+                    f"{self.data_dir} is not empty but holds no cluster; remove it to start over"
+                )
+            self._initdb(account, password)
+        self._write_config(account)
+        log = self.dir / "postgres.log"
+        log.touch(exist_ok=True)
+        os.chown(log, account.pw_uid, account.pw_gid)
+        # A stale pid file from a killed server would make pg_ctl refuse to start.
+        if self.pid_file.exists() and self.pid() is None:
+            self.pid_file.unlink()
+        self._run_as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-w", "-t", "60", "start"
+        )
+
+    def stop(self):
+        pid = self.pid()
+        if pid is not None:
+            # Fast shutdown: connected clients are disconnected instead of waited for.
+            self._run_as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"
+            )
+            wait_until(lambda: not pid_alive(pid), f"postgres (pid {pid}) to stop", timeout=30)
+        return self.status()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PENGUINMAILS_POSTGRES_HOST": self.host,
+            "PENGUINMAILS_POSTGRES_PORT": str(self.port),
+            "PENGUINMAILS_POSTGRES_ADMIN_USER": ADMIN_USER,
+            "PENGUINMAILS_POSTGRES_ADMIN_PASSWORD": self.secret("admin.password"),
+        }

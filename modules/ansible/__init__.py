@@ -1,0 +1,1 @@
+"""Ansible for the mail hosts: inventory from the fleet, ansible-runner runs, the AnsiblePlaybook resource."""

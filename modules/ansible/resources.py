@@ -1,0 +1,220 @@
+"""``AnsiblePlaybook``: a playbook run as a Pulumi dynamic resource.
+
+It runs (create/update) when the roles' content hash, the variables or the inventory changed, and not
+otherwise, so a second ``pulumi up`` with nothing changed touches no host. Its outputs record, per host,
+the ok/changed/failed/unreachable/skipped counts of the last run. A failed run fails the update with the
+host and the task (see :mod:`modules.ansible.runner`).
+
+Secret variables arrive as a secret input (encrypted in state as inputs are); the outputs keep only a
+keyed hash of all variables (``vars_hash``, HMAC with a per-resource random ``vars_salt``), never the
+values. Every run also writes the inventory it used to ``ansible/inventory/generated-<stack>.yml``
+(git-ignored) for on-call staff; destroying the resource removes that file and leaves the hosts as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi.dynamic as dynamic
+from pulumi.runtime.rpc import UNKNOWN
+
+from modules.ansible import runner
+from modules.errors import ValidationError
+
+DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT
+# Inputs that make up the inventory; a change to any of them re-runs the playbook.
+INVENTORY_KEYS = ("hosts", "host_vars", "group_vars", "connection")
+RESULT_KEYS = ("host_results", "changed", "run_count", "last_run_seconds", "inventory_path", "artifact_dir")
+
+
+def has_unknown(value: Any) -> bool:
+    """True while a value is not known yet (preview before the fleet exists)."""
+    if value == UNKNOWN:
+        return True
+    if isinstance(value, Mapping):
+        return any(has_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_unknown(v) for v in value)
+    return False
+
+
+def inventory_hash(props: Mapping[str, Any]) -> str:
+    """SHA-256 of the inventory inputs (not of the rendered text, which carries a local key path)."""
+    subset = {key: props.get(key) or None for key in INVENTORY_KEYS}
+    subset["playbook"] = props.get("playbook")
+    return hashlib.sha256(runner.canonical_json(subset).encode()).hexdigest()
+
+
+def inventory_file_name(stack: str, playbook: str) -> str:
+    """``generated-<stack>.yml`` for the native hosts, ``generated-<stack>-mailu.yml`` for MailU hosts."""
+    return stack if playbook == "mailhost.yml" else f"{stack}-{playbook.removesuffix('.yml')}"
+
+
+def render(props: Mapping[str, Any]) -> str:
+    playbook = props["playbook"]
+    inventory = runner.build_inventory(
+        list(props["hosts"]),
+        runner.PLAYBOOK_GROUPS[playbook],
+        host_vars=props.get("host_vars") or {},
+        group_vars=props.get("group_vars") or {},
+        connection=runner.Connection.from_dict(props.get("connection")),
+        known_hosts_default=runner.state_dir() / f"known_hosts-{props['stack']}",
+    )
+    return runner.render_inventory(inventory, props["stack"], playbook)
+
+
+class AnsiblePlaybookProvider(dynamic.ResourceProvider):
+    """Validates in check, decides in diff from the three hashes, runs ansible-runner in create/update."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        failures: list[dynamic.CheckFailure] = []
+
+        def fail(prop: str, reasons: list[str]) -> None:
+            failures.extend(dynamic.CheckFailure(prop, reason) for reason in reasons)
+
+        stack = news.get("stack")
+        if not isinstance(stack, str) or not runner._STACK_RE.match(stack):
+            fail("stack", [f"{stack!r} is not a usable stack name"])
+        fail("playbook", runner.playbook_problems(news.get("playbook")))
+        if not has_unknown(news.get("hosts")):
+            fail("hosts", runner.host_problems(news.get("hosts")))
+        for key in ("vars", "group_vars"):
+            if not has_unknown(news.get(key)):
+                fail(key, runner.vars_problems(news.get(key), key))
+        # Secret values never appear in a reason: only names are checked here.
+        if not has_unknown(news.get("secret_vars")):
+            fail("secret_vars", runner.vars_problems(news.get("secret_vars"), "secret_vars"))
+        host_vars = news.get("host_vars") or {}
+        if not has_unknown(host_vars):
+            if not isinstance(host_vars, Mapping):
+                fail("host_vars", ["must map host names to variables"])
+            else:
+                for name, values in host_vars.items():
+                    fail("host_vars", runner.vars_problems(values, f"host_vars.{name}"))
+        if not has_unknown(news.get("connection")):
+            try:
+                fail("connection", runner.Connection.from_dict(news.get("connection")).problems())
+            except (ValidationError, TypeError) as exc:
+                fail("connection", [str(exc)])
+        timeout = news.get("timeout_seconds")
+        if not isinstance(timeout, int | float) or not 60 <= timeout <= 6 * 3600:
+            fail("timeout_seconds", [f"must be between 60 and 21600 seconds, got {timeout!r}"])
+        return dynamic.CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        if has_unknown(news):
+            return dynamic.DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        changed = []
+        if olds.get("content_hash") != news.get("content_hash"):
+            changed.append("content_hash")
+        if olds.get("inventory_hash") != inventory_hash(news):
+            changed.append("inventory")
+        salt = olds.get("vars_salt") or ""
+        if olds.get("vars_hash") != runner.vars_digest(news.get("vars"), news.get("secret_vars"), salt):
+            changed.append("vars")
+        for key in ("playbook", "stack"):
+            if olds.get(key) != news.get(key):
+                changed.append(key)
+        return dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def _run(self, props: dict[str, Any], salt: str, run_count: int) -> dict[str, Any]:
+        text = render(props)
+        stack, playbook = props["stack"], props["playbook"]
+        path = runner.write_inventory(inventory_file_name(stack, playbook), text)
+        hosts = props.get("hosts") or []
+        run = runner.run_playbook(
+            playbook,
+            text,
+            stack=stack,
+            extra_vars=props.get("vars") or {},
+            secret_vars=props.get("secret_vars") or {},
+            timeout=int(props["timeout_seconds"]),
+            forks=min(max(len(hosts), 5), 25),
+        )
+        outs = {key: value for key, value in props.items() if key != "secret_vars"}
+        outs.update(
+            {
+                "inventory_hash": inventory_hash(props),
+                "vars_salt": salt,
+                "vars_hash": runner.vars_digest(props.get("vars"), props.get("secret_vars"), salt),
+                "host_results": run.host_results(),
+                "changed": run.changed,
+                "run_count": run_count,
+                "last_run_seconds": run.duration_seconds,
+                "inventory_path": str(path),
+                "artifact_dir": run.artifact_dir,
+            }
+        )
+        return outs
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        outs = self._run(props, secrets.token_hex(16), 1)
+        id_ = f"{props['stack']}-{props['playbook']}-{secrets.token_hex(4)}"
+        return dynamic.CreateResult(id_=id_, outs=outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        salt = olds.get("vars_salt") or secrets.token_hex(16)
+        return dynamic.UpdateResult(outs=self._run(news, salt, int(olds.get("run_count") or 0) + 1))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
+        # The hosts' state is checked by re-running (changed=0 expected), not by refresh: what is stored
+        # is what the last run reported.
+        return dynamic.ReadResult(id_=id_, outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        try:
+            path = runner.inventory_path(inventory_file_name(props["stack"], props["playbook"]))
+        except (KeyError, ValidationError):
+            return
+        path.unlink(missing_ok=True)
+
+
+class AnsiblePlaybook(dynamic.Resource, module="ansible", name="Playbook"):
+    """Converges ``hosts`` with ``ansible/playbooks/<playbook>``; re-runs only when something it uses changed.
+
+    ``hosts`` is the fleet's inventory output (``[{name, fqdn, ip, service_id}]``), ``vars`` plain extra
+    variables, ``secret_vars`` secret ones (DKIM keys, mailbox passwords), ``host_vars`` per host name.
+    """
+
+    host_results: pulumi.Output[dict[str, dict[str, int]]]
+    changed: pulumi.Output[int]
+    run_count: pulumi.Output[int]
+    inventory_path: pulumi.Output[str]
+    content_hash: pulumi.Output[str]
+    vars_hash: pulumi.Output[str]
+    inventory_hash: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        hosts: pulumi.Input[list[dict[str, Any]]],
+        playbook: str = "mailhost.yml",
+        stack: str | None = None,
+        vars: pulumi.Input[dict[str, Any]] | None = None,
+        secret_vars: pulumi.Input[dict[str, Any]] | None = None,
+        host_vars: pulumi.Input[dict[str, dict[str, Any]]] | None = None,
+        group_vars: pulumi.Input[dict[str, Any]] | None = None,
+        connection: dict[str, Any] | None = None,
+        timeout_seconds: int = DEFAULT_TIMEOUT,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {
+            "stack": stack or pulumi.get_stack(),
+            "playbook": playbook,
+            # Hashed here, in the program, so a role edit shows in `pulumi preview` as an update.
+            "content_hash": runner.content_hash(playbook) if playbook in runner.PLAYBOOK_GROUPS else "",
+            "hosts": hosts,
+            "vars": vars or {},
+            "secret_vars": pulumi.Output.secret(secret_vars or {}),
+            "host_vars": host_vars or {},
+            "group_vars": group_vars or {},
+            "connection": connection or {},
+            "timeout_seconds": timeout_seconds,
+        }
+        props.update({key: None for key in (*RESULT_KEYS, "inventory_hash", "vars_hash", "vars_salt")})
+        super().__init__(AnsiblePlaybookProvider(), name, props, opts)

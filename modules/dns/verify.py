@@ -1,0 +1,232 @@
+"""Verification: ask a server what it really publishes and report, per domain, each check as pass or fail.
+
+Checks per sending domain: SPF (one valid record, within the lookup limits, authorising the sending IP),
+DKIM (each expected selector publishes the expected key of 2048+ bits), DMARC (one valid record with the
+expected policy), MX (the mail host, resolving to the sending IP), MTA-STS (a valid ``_mta-sts`` record and
+a policy host that resolves), TLS-RPT (a valid ``_smtp._tls`` record) and PTR (each sending IP's PTR names
+a host whose address records include that IP: forward-confirmed reverse DNS).
+
+This is the library function the CLI's ``dns verify`` will call; it only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from modules.dns import dkim, dmarc, mailauth, spf
+from modules.dns.generate import DomainExpectation
+from modules.dns.lookup import Lookup
+from modules.dns.records import reverse_name
+
+CHECKS = ("SPF", "DKIM", "DMARC", "MX", "MTA-STS", "TLS-RPT", "PTR")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    passed: bool
+    reason: str
+
+
+@dataclass
+class DomainReport:
+    domain: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    def failures(self) -> list[CheckResult]:
+        return [result for result in self.results if not result.passed]
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        return {r.check: {"pass": r.passed, "reason": r.reason} for r in self.results}
+
+
+def _txt(lookup: Lookup, name: str, predicate) -> tuple[list[str], str | None]:
+    answer = lookup(name, "TXT")
+    if answer.status == "error":
+        return [], f"lookup of {name} TXT failed: {answer.reason}"
+    return [value for value in answer.values if predicate(value)], None
+
+
+def check_spf(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    found, error = _txt(lookup, exp.domain, spf.is_spf)
+    if error:
+        return CheckResult("SPF", False, error)
+    if len(found) != 1:
+        return CheckResult("SPF", False, f"{exp.domain} has {len(found)} SPF records; exactly one is needed")
+    count = spf.count_lookups(exp.domain, found[0], lookup)
+    problems = count.errors + count.verdicts()
+    if problems:
+        return CheckResult("SPF", False, problems[0])
+    for ip in exp.sending_ips:
+        result = spf.evaluate(exp.domain, ip, lookup)
+        if result.result != "pass":
+            return CheckResult("SPF", False, f"{ip} gets '{result.result}': {result.reason}")
+    return CheckResult(
+        "SPF", True, f"one record, {count.lookups} lookups, authorises {', '.join(exp.sending_ips)}"
+    )
+
+
+def check_dkim(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    if not exp.dkim_keys:
+        return CheckResult("DKIM", False, "no selector is expected for this domain")
+    for selector, public in exp.dkim_keys:
+        name = dkim.dkim_name(selector, exp.domain)
+        answer = lookup(name, "TXT")
+        if not answer.ok:
+            why = answer.reason or ("no such name" if answer.status == "nxdomain" else "no TXT record")
+            return CheckResult("DKIM", False, f"{name}: {why}")
+        if len(answer.values) != 1:
+            return CheckResult(
+                "DKIM", False, f"{name}: {len(answer.values)} TXT records; exactly one is needed"
+            )
+        problems = dkim.validate_dkim(answer.values[0])
+        if problems:
+            return CheckResult("DKIM", False, f"{name}: {problems[0]}")
+        published = dkim.parse_dkim(answer.values[0])[0].get("p", "")
+        if public and published != public:
+            return CheckResult(
+                "DKIM", False, f"{name}: the published key is not the one the mail hosts sign with"
+            )
+    selectors = ", ".join(selector for selector, _ in exp.dkim_keys)
+    return CheckResult("DKIM", True, f"selector(s) {selectors} publish the expected keys")
+
+
+def check_dmarc(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    name = f"_dmarc.{exp.domain}"
+    found, error = _txt(lookup, name, dmarc.is_dmarc)
+    if error:
+        return CheckResult("DMARC", False, error)
+    if len(found) != 1:
+        return CheckResult("DMARC", False, f"{name} has {len(found)} DMARC records; exactly one is needed")
+    tags, problems = dmarc.parse_dmarc(found[0])
+    if problems:
+        return CheckResult("DMARC", False, f"{name}: {problems[0]}")
+    if tags.get("p", "").lower() != exp.dmarc_policy:
+        return CheckResult(
+            "DMARC", False, f"{name}: policy is p={tags.get('p')}, expected p={exp.dmarc_policy}"
+        )
+    return CheckResult("DMARC", True, f"p={tags['p']}")
+
+
+def _addresses(lookup: Lookup, host: str) -> list[str]:
+    return [value for rdtype in ("A", "AAAA") for value in (lookup(host, rdtype).values or ())]
+
+
+def check_mx(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    answer = lookup(exp.domain, "MX")
+    if not answer.ok:
+        return CheckResult("MX", False, f"{exp.domain}: no MX record ({answer.reason or answer.status})")
+    hosts = [value.split()[1].rstrip(".") for value in answer.values]
+    if exp.mail_host not in hosts:
+        return CheckResult("MX", False, f"{exp.domain}: MX points to {', '.join(hosts)}, not {exp.mail_host}")
+    for host in hosts:
+        if not _addresses(lookup, host):
+            return CheckResult("MX", False, f"MX target {host} has no A or AAAA record")
+    addresses = _addresses(lookup, exp.mail_host)
+    missing = [ip for ip in exp.sending_ips if ip not in addresses]
+    if missing:
+        return CheckResult(
+            "MX", False, f"{exp.mail_host} resolves to {', '.join(addresses)}, not {', '.join(missing)}"
+        )
+    return CheckResult("MX", True, f"{exp.mail_host} → {', '.join(addresses)}")
+
+
+def check_mta_sts(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    name = f"_mta-sts.{exp.domain}"
+    found, error = _txt(lookup, name, lambda v: v.startswith("v=STSv1"))
+    if error:
+        return CheckResult("MTA-STS", False, error)
+    if len(found) != 1:
+        return CheckResult("MTA-STS", False, f"{name} has {len(found)} STSv1 records; exactly one is needed")
+    problems = mailauth.validate_sts_txt(found[0])
+    if problems:
+        return CheckResult("MTA-STS", False, f"{name}: {problems[0]}")
+    policy_host = f"mta-sts.{exp.domain}"
+    if not _addresses(lookup, policy_host):
+        return CheckResult("MTA-STS", False, f"the policy host {policy_host} does not resolve")
+    return CheckResult("MTA-STS", True, f"{found[0]}; policy host {policy_host} resolves")
+
+
+def check_tls_rpt(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    name = f"_smtp._tls.{exp.domain}"
+    found, error = _txt(lookup, name, lambda v: v.startswith("v=TLSRPTv1"))
+    if error:
+        return CheckResult("TLS-RPT", False, error)
+    if len(found) != 1:
+        return CheckResult(
+            "TLS-RPT", False, f"{name} has {len(found)} TLSRPTv1 records; exactly one is needed"
+        )
+    problems = mailauth.validate_tls_rpt_txt(found[0])
+    if problems:
+        return CheckResult("TLS-RPT", False, f"{name}: {problems[0]}")
+    return CheckResult("TLS-RPT", True, found[0])
+
+
+def check_ptr(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    confirmed = []
+    for ip in exp.sending_ips:
+        answer = lookup(reverse_name(ip), "PTR")
+        if not answer.ok:
+            return CheckResult("PTR", False, f"{ip} has no PTR record ({answer.reason or answer.status})")
+        hosts = [value.rstrip(".") for value in answer.values]
+        if exp.ptr_host and exp.ptr_host not in hosts:
+            return CheckResult("PTR", False, f"{ip} PTR is {', '.join(hosts)}, expected {exp.ptr_host}")
+        forward = [h for h in hosts if ip in _addresses(lookup, h)]
+        if not forward:
+            return CheckResult("PTR", False, f"{ip} PTR {', '.join(hosts)} does not resolve back to {ip}")
+        confirmed.append(f"{ip} ↔ {forward[0]}")
+    return CheckResult("PTR", True, "; ".join(confirmed))
+
+
+CHECK_FUNCTIONS = {
+    "SPF": check_spf,
+    "DKIM": check_dkim,
+    "DMARC": check_dmarc,
+    "MX": check_mx,
+    "MTA-STS": check_mta_sts,
+    "TLS-RPT": check_tls_rpt,
+    "PTR": check_ptr,
+}
+
+
+def verify_domain(exp: DomainExpectation, lookup: Lookup, checks: Iterable[str] = CHECKS) -> DomainReport:
+    report = DomainReport(exp.domain)
+    for name in checks:
+        try:
+            report.results.append(CHECK_FUNCTIONS[name](exp, lookup))
+        except Exception as exc:  # one broken check must not hide the others' results
+            report.results.append(CheckResult(name, False, f"check failed: {type(exc).__name__}: {exc}"))
+    return report
+
+
+def verify(
+    expectations: Iterable[DomainExpectation],
+    lookup: Lookup,
+    checks: Iterable[str] = CHECKS,
+    workers: int = 4,
+) -> list[DomainReport]:
+    """Reports in the order of ``expectations``; domains are checked ``workers`` at a time."""
+    expectations, checks = list(expectations), list(checks)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda exp: verify_domain(exp, lookup, checks), expectations))
+
+
+def expectations_from_output(items: Iterable[dict]) -> list[DomainExpectation]:
+    """Turn ``MailDns.verification`` (a stack output of plain data) back into expectations."""
+    return [
+        DomainExpectation(
+            domain=item["domain"],
+            mail_host=item["mail_host"],
+            sending_ips=tuple(item["sending_ips"]),
+            dkim_keys=tuple((selector, public) for selector, public in item["dkim_keys"]),
+            dmarc_policy=item["dmarc_policy"],
+            ptr_host=item.get("ptr_host"),
+        )
+        for item in items
+    ]

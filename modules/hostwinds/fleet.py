@@ -1,0 +1,85 @@
+"""``VpsFleet``: N identical Hostwinds nodes from the ``fleet`` config, ready as an Ansible inventory.
+
+Each node is a ``Vps`` that returns as soon as its order has an id; one ``FleetReady`` then waits for all of
+them together and sets each node's rDNS (``<node>.<rdns_domain>``) and firewall profile, so a fleet of any
+size takes about one build time. ``inventory`` lists ``{name, fqdn, ip, service_id}`` per node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pulumi
+
+from modules.config.model import FleetConfig
+from modules.hostwinds.resources import FleetReady, SshKey, Vps, vps_label
+
+
+def key_fingerprint(public_key: str) -> str:
+    """A short stable name part for a public key (type and data only; the comment may change)."""
+    return hashlib.sha256(" ".join(public_key.split()[:2]).encode()).hexdigest()[:12]
+
+
+class VpsFleet(pulumi.ComponentResource):
+    """The sending fleet: SSH keys, one ``Vps`` per node, and the fleet-wide readiness step."""
+
+    inventory: pulumi.Output[list[dict]]
+
+    def __init__(self, name: str, fleet: FleetConfig, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("penguinmails:hostwinds:VpsFleet", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        stack = pulumi.get_stack()
+
+        # Keys given as text are registered on the account; keys named in ssh_key_names are already there.
+        key_names: list[pulumi.Input[str]] = list(fleet.ssh_key_names)
+        self.ssh_keys: list[SshKey] = []
+        for public_key in dict.fromkeys(key.strip() for key in fleet.ssh_public_keys):
+            digest = key_fingerprint(public_key)
+            key = SshKey(
+                f"{name}-key-{digest}",
+                key_name=vps_label(stack, f"{name}-{digest}"),
+                public_key=public_key,
+                opts=child,
+            )
+            self.ssh_keys.append(key)
+            key_names.append(key.key_name)
+        if not key_names:
+            pulumi.log.warn(
+                f"{name}: no SSH key is configured (fleet.ssh_key_names / ssh_public_keys); nobody can log in"
+            )
+
+        self.nodes: dict[str, Vps] = {}
+        node_inputs: list[dict[str, pulumi.Input]] = []
+        for node in fleet.node_names():
+            fqdn = fleet.node_fqdn(node)
+            vps = Vps(
+                f"{name}-{node}",
+                location_id=fleet.location_id,
+                image=fleet.image,
+                plan_id=fleet.plan_id,
+                ssh_keys=key_names,
+                firewall_profile=fleet.firewall_profile,
+                rdns=fqdn,
+                billing_cycle=fleet.billing_cycle,
+                wait_until_ready=False,
+                opts=child,
+            )
+            self.nodes[node] = vps
+            node_inputs.append(
+                {
+                    "name": node,
+                    "label": vps.label,
+                    "service_id": vps.service_id,
+                    "fqdn": fqdn,
+                    "rdns": fqdn,
+                    "firewall_profile": fleet.firewall_profile,
+                }
+            )
+
+        self.ready = FleetReady(
+            f"{name}-ready",
+            node_inputs,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.nodes.values())),
+        )
+        self.inventory = self.ready.inventory
+        self.register_outputs({"inventory": self.inventory})

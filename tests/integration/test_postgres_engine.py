@@ -1,0 +1,153 @@
+"""One PostgreSQL tier through the real Pulumi engine: up, no-change preview, refresh, drift, destroy."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+import redis
+from pulumi import automation as auto
+
+from modules.postgres import admin
+from modules.postgres.client import connect, tenant_transaction
+from tests.support.engine import project_stack
+from tests.support.postgres import admin_target
+
+pytestmark = pytest.mark.engine
+
+STACK = "pgitest"
+PREFIX = "pm_pgitest"
+DATABASE = f"{PREFIX}_oltp"
+ROLES = [f"{PREFIX}_oltp_{kind}" for kind in ("app", "readonly", "migrator")]
+QUEUE_USER = "pm-pgitest-queue"
+
+
+def _clean_leftovers(env: dict[str, str]) -> None:
+    """A run killed half-way leaves its database and roles behind; they belong to this test alone."""
+    target = admin_target()
+    with connect(target) as conn:
+        admin.database_drop(conn, DATABASE)
+    for role in ROLES:
+        admin.role_drop(target, role, None)
+    redis.Redis(
+        host=env["PENGUINMAILS_REDIS_HOST"],
+        port=int(env["PENGUINMAILS_REDIS_PORT"]),
+        password=env["PENGUINMAILS_REDIS_ADMIN_PASSWORD"],
+    ).execute_command("ACL", "DELUSER", QUEUE_USER)
+
+
+def assert_no_plaintext_secrets(tmp_path, *secrets: str) -> None:
+    """No secret in plain text in the state at rest (the backend's files, not an export)."""
+    state_files = list((tmp_path / "state" / "backend").rglob("*.json"))
+    assert state_files
+    for path in state_files:
+        text = path.read_text()
+        for secret in secrets:
+            assert secret not in text, f"plaintext secret in {path}"
+
+
+def postgres_changes(stack: auto.Stack) -> list[tuple[str, str]]:
+    """(operation, type::name) of every PostgreSQL resource a preview would change."""
+    changes: list[tuple[str, str]] = []
+
+    def on_event(event: auto.EngineEvent) -> None:
+        pre = event.resource_pre_event
+        if pre and "dynamic/postgres:" in pre.metadata.type and pre.metadata.op != auto.OpType.SAME:
+            kind = pre.metadata.type.rsplit(":", 1)[-1]
+            changes.append((pre.metadata.op.value, f"{kind}::{pre.metadata.urn.rsplit('::', 1)[-1]}"))
+
+    stack.preview(color="never", on_event=on_event)
+    return changes
+
+
+def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
+    _clean_leftovers(devenv_env)
+    stack = project_stack(
+        tmp_path,
+        STACK,
+        config={
+            "environment": "dev",
+            "redis": {"queue_user": QUEUE_USER, "port": 6390},
+            "postgres": {tier: {"enabled": False} for tier in ("content", "analytics", "queue")},
+        },
+    )
+    target = admin_target()
+
+    up = stack.up(color="never")
+    assert up.summary.result == "succeeded"
+    assert set(up.outputs) >= {"postgres_oltp_app_url"}
+    assert not {"postgres_content_app_url", "postgres_queue_app_url"} & set(up.outputs)
+    app_url = up.outputs["postgres_oltp_app_url"]
+    assert app_url.secret is True
+    password = psycopg.conninfo.conninfo_to_dict(app_url.value)["password"]
+    assert "SchemaMigrations" in up.stdout or "migrations" in up.stdout
+
+    # The app role is real, fenced by RLS, and reaches its tenant's rows only.
+    tenant = uuid.uuid4()
+    with psycopg.connect(app_url.value, autocommit=True) as app:
+        assert app.execute("SELECT current_user").fetchone()[0] == f"{PREFIX}_oltp_app"
+        with tenant_transaction(app, tenant):
+            app.execute("INSERT INTO tenants (tenant_id, name) VALUES (%s, 'Engine test')", [tenant])
+            app.execute("INSERT INTO leads (tenant_id, email) VALUES (%s, 'ada@example.org')", [tenant])
+        with tenant_transaction(app, tenant):
+            assert app.execute("SELECT count(*) FROM leads").fetchone()[0] == 1
+        with app.transaction():
+            assert app.execute("SELECT count(*) FROM leads").fetchone()[0] == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("TRUNCATE app.leads")
+
+    assert_no_plaintext_secrets(tmp_path, password, devenv_env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"])
+
+    preview = stack.preview(color="never", expect_no_changes=True)
+    assert set(preview.change_summary) == {"same"}
+    # Refresh reads every resource back; nothing of the tier may look changed afterwards. (Only the tier's
+    # resources are checked: the Redis user's read reports its categories as drift after every refresh.)
+    stack.refresh(color="never")
+    assert postgres_changes(stack) == []
+
+    # Drift made out of band: RLS no longer forced, a policy dropped, TRUNCATE granted, the password changed.
+    with connect(target, DATABASE) as conn:
+        conn.execute("ALTER TABLE app.leads NO FORCE ROW LEVEL SECURITY")
+        conn.execute("DROP POLICY tenant_fence ON app.campaigns")
+        conn.execute(f"GRANT TRUNCATE ON app.leads TO {PREFIX}_oltp_app")
+        conn.execute(f"ALTER ROLE {PREFIX}_oltp_app PASSWORD 'tampered-password'")
+    stack.refresh(color="never")
+    with pytest.raises(auto.CommandError):
+        stack.preview(color="never", expect_no_changes=True)
+    preview = stack.preview(color="never", diff=True)
+    assert preview.change_summary.get("update", 0) >= 2
+    assert "app.leads: row level security is not forced" in preview.stdout
+    assert "has TRUNCATE on app.leads" in preview.stdout
+    assert password not in preview.stdout
+
+    assert sorted(postgres_changes(stack)) == [
+        ("update", "Role::penguinmails-postgres-oltp-app"),
+        ("update", "SchemaMigrations::penguinmails-postgres-oltp-migrations"),
+    ]
+
+    stack.up(color="never")
+    with connect(target, DATABASE) as conn:
+        assert conn.execute(
+            "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'app.leads'::regclass"
+        ).fetchone()[0]
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_policy "
+                "WHERE polrelid = 'app.campaigns'::regclass AND polname = 'tenant_fence'"
+            ).fetchone()[0]
+            == 1
+        )
+    with psycopg.connect(app_url.value, autocommit=True) as app:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("TRUNCATE app.leads")
+    stack.refresh(color="never")
+    assert postgres_changes(stack) == []
+    # Refresh rewrote the stored inputs too: the passwords must still be secrets there.
+    assert_no_plaintext_secrets(tmp_path, password, devenv_env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"])
+
+    stack.destroy(color="never")
+    with connect(target) as conn:
+        assert admin.database_get(conn, DATABASE) is None
+        assert [role for role in ROLES if admin.role_get(conn, role) is not None] == []
+    stack.workspace.remove_stack(STACK)

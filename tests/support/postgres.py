@@ -1,0 +1,300 @@
+"""Provision throw-away tier databases on the devenv PostgreSQL, and seed tenants into them.
+
+Provisioning uses the same plain functions as the Pulumi resources (roles, database, extensions,
+migrations, grants), under a random prefix so parallel runs and the dev stack never collide. Seeds insert
+rows for a tenant into every tenant table of a tier as the *app* role, through RLS; the isolation tests take
+their table list from the catalog and fail when a table has no seed rows, so a new table cannot slip by.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from modules.postgres import admin
+from modules.postgres import migrations as mig
+from modules.postgres.client import ServerTarget, connect, server_target, tenant_transaction
+from modules.postgres.component import (
+    APP_GRANTS,
+    APP_SETTINGS,
+    EXTENSIONS,
+    READONLY_GRANTS,
+    READONLY_SETTINGS,
+)
+from modules.providers import ProviderSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def admin_target(tier: str = "oltp") -> ServerTarget:
+    return server_target(ProviderSettings(), tier)
+
+
+@dataclass
+class TierDb:
+    tier: str
+    prefix: str
+    target: ServerTarget
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def database(self) -> str:
+        return f"{self.prefix}_{self.tier}"
+
+    def role(self, kind: str) -> str:
+        return f"{self.prefix}_{self.tier}_{kind}"
+
+    def connect(self, kind: str = "admin", **kwargs) -> psycopg.Connection:
+        """A connection as the admin, or as the tier's ``migrator``/``app``/``readonly`` role."""
+        target = (
+            self.target if kind == "admin" else self.target.with_login(self.role(kind), self.passwords[kind])
+        )
+        return connect(target, self.database, application_name=f"itest-{kind}", **kwargs)
+
+
+def provision(tier: str, prefix: str | None = None, directory: Path | None = None) -> TierDb:
+    """Roles, database, extensions, migrations and grants of one tier, as the component declares them."""
+    db = TierDb(tier, prefix or f"pmt_{secrets.token_hex(3)}", admin_target(tier))
+    db.passwords = {kind: secrets.token_urlsafe(18) for kind in ("migrator", "app", "readonly")}
+    with connect(db.target) as conn:
+        admin.role_create(
+            conn, {"name": db.role("migrator"), "login": True, "password": db.passwords["migrator"]}
+        )
+        admin.database_create(conn, db.database, db.role("migrator"))
+    with db.connect() as conn:
+        for extension in EXTENSIONS[tier]:
+            admin.extension_create(conn, extension, "public")
+        mig.apply(conn, mig.load_dir(directory or REPO_ROOT / "schemas" / tier), owner=db.role("migrator"))
+    for kind, grants, settings in (
+        ("app", APP_GRANTS, APP_SETTINGS),
+        ("readonly", READONLY_GRANTS, READONLY_SETTINGS),
+    ):
+        with connect(db.target) as conn:
+            props = {
+                "name": db.role(kind),
+                "login": True,
+                "password": db.passwords[kind],
+                "settings": settings,
+            }
+            admin.role_create(conn, props)
+            admin.database_privileges_set(conn, db.database, db.role(kind), ["CONNECT"])
+        with db.connect() as conn, conn.transaction():
+            admin.grants_apply(conn, db.role(kind), db.role("migrator"), grants)
+    return db
+
+
+def teardown(db: TierDb) -> None:
+    with connect(db.target) as conn:
+        admin.database_drop(conn, db.database)
+    for kind in ("app", "readonly", "migrator"):
+        admin.role_drop(db.target, db.role(kind), None)
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def seed_platform(db: TierDb) -> dict[str, object]:
+    """Shared reference rows (no tenant) the tenant rows point at; inserted as the owner."""
+    with db.connect("migrator") as conn:
+        if db.tier == "oltp":
+            plan = conn.execute(
+                "INSERT INTO platform.plans (slug, name, max_leads) VALUES ('starter', 'Starter', "
+                "1000) RETURNING id"
+            ).fetchone()[0]
+            vps = conn.execute(
+                "INSERT INTO platform.vps_instances (hostwinds_instance_id, ip_address, status) "
+                "VALUES ('hw-1', '192.0.2.10', 'active') RETURNING id"
+            ).fetchone()[0]
+            ip = conn.execute(
+                "INSERT INTO platform.smtp_ip_addresses (vps_instance_id, ip_address) "
+                "VALUES (%s, '192.0.2.10') RETURNING id",
+                [vps],
+            ).fetchone()[0]
+            return {"plan": plan, "smtp_ip": ip}
+        if db.tier == "queue":
+            conn.execute(
+                "INSERT INTO platform.job_queues (name, default_priority, max_attempts, retry_base, "
+                "retry_cap, "
+                "lock_duration) VALUES ('itest', 100, 3, '200 milliseconds', '800 milliseconds', '30 "
+                "seconds')"
+            )
+    return {}
+
+
+def _seed_oltp(conn: psycopg.Connection, tenant: uuid.UUID, refs: dict[str, object]) -> None:
+    user = uuid.uuid4()
+    with tenant_transaction(conn, tenant, user):
+        x = conn.execute
+        x("INSERT INTO app.tenants (tenant_id, name) VALUES (%s, %s)", [tenant, f"Tenant {tenant}"])
+        x("INSERT INTO app.users (id, email, name) VALUES (%s, %s, 'Owner')", [user, f"{user}@example.com"])
+        x(
+            "INSERT INTO app.tenant_users (tenant_id, user_id, roles) VALUES (%s, %s, '{owner}')",
+            [tenant, user],
+        )
+        x('INSERT INTO app.tenant_config (tenant_id, settings) VALUES (%s, \'{"locale": "en"}\')', [tenant])
+        x("INSERT INTO app.tenant_policies (tenant_id) VALUES (%s)", [tenant])
+        x("INSERT INTO app.user_preferences (tenant_id, user_id) VALUES (%s, %s)", [tenant, user])
+        # The same natural keys for every tenant: uniqueness is per tenant, so nothing collides.
+        company = x(
+            "INSERT INTO app.companies (tenant_id, name, workspace_name) VALUES (%s, 'Acme', 'acme') "
+            "RETURNING id",
+            [tenant],
+        ).fetchone()[0]
+        domain = x(
+            "INSERT INTO app.domains (tenant_id, company_id, domain) VALUES (%s, %s, 'mail.example.com') "
+            "RETURNING id",
+            [tenant, company],
+        ).fetchone()[0]
+        account = x(
+            "INSERT INTO app.email_accounts (tenant_id, domain_id, email) VALUES (%s, %s, "
+            "'sales@mail.example.com')"
+            " RETURNING id",
+            [tenant, domain],
+        ).fetchone()[0]
+        x(
+            "INSERT INTO app.domain_ip_assignments (tenant_id, domain_id, smtp_ip_address_id) VALUES "
+            "(%s, %s, %s)",
+            [tenant, domain, refs["smtp_ip"]],
+        )
+        x(
+            "INSERT INTO app.leads (tenant_id, email, name) VALUES (%s, 'ada@example.org', 'Ada'), "
+            "(%s, 'bob@example.org', 'Bob')",
+            [tenant, tenant],
+        )
+        template = x(
+            "INSERT INTO app.templates (tenant_id, name, subject) VALUES (%s, 'Intro', 'Hello') RETURNING id",
+            [tenant],
+        ).fetchone()[0]
+        folder = x(
+            "INSERT INTO app.folders (tenant_id, name) VALUES (%s, 'Outreach') RETURNING id", [tenant]
+        ).fetchone()[0]
+        tag = x("INSERT INTO app.tags (tenant_id, name) VALUES (%s, 'q4') RETURNING id", [tenant]).fetchone()[
+            0
+        ]
+        x("INSERT INTO app.template_folders VALUES (%s, %s, %s)", [tenant, template, folder])
+        x("INSERT INTO app.template_tags VALUES (%s, %s, %s)", [tenant, template, tag])
+        x(
+            "INSERT INTO app.email_templates (tenant_id, name, body_eta) VALUES (%s, 'welcome', 'Hi "
+            "<%%= it.name %%>')",
+            [tenant],
+        )
+        campaign = x(
+            "INSERT INTO app.campaigns (tenant_id, company_id, name) VALUES (%s, %s, 'Launch') RETURNING id",
+            [tenant, company],
+        ).fetchone()[0]
+        x(
+            "INSERT INTO app.campaign_sequence_steps (tenant_id, campaign_id, step_order, step_type, "
+            "email_account_id, template_id) VALUES (%s, %s, 1, 'email', %s, %s)",
+            [tenant, campaign, account, template],
+        )
+        subscription = x(
+            "INSERT INTO app.subscriptions (tenant_id, plan_id, stripe_subscription_id) VALUES (%s, "
+            "%s, 'sub_1') "
+            "RETURNING id",
+            [tenant, refs["plan"]],
+        ).fetchone()[0]
+        x(
+            "INSERT INTO app.subscription_addons (tenant_id, subscription_id, addon_type) VALUES "
+            "(%s, %s, 'dedicated_ip')",
+            [tenant, subscription],
+        )
+        x(
+            "INSERT INTO app.payments (tenant_id, subscription_id, amount, status, stripe_payment_intent_id) "
+            "VALUES (%s, %s, 9.99, 'succeeded', 'pi_1')",
+            [tenant, subscription],
+        )
+
+
+def _seed_content(conn: psycopg.Connection, tenant: uuid.UUID, _refs: dict[str, object]) -> None:
+    with tenant_transaction(conn, tenant):
+        created = conn.execute(
+            "INSERT INTO app.content_objects (tenant_id, storage_key, content_text, content_html, "
+            "raw_size_bytes, "
+            "expires_at, content_hash, compression_algorithm) VALUES (%s, 'msg/1', repeat('body ', 200), "
+            "'<p>hi</p>', 1000, now() + interval '7 years', md5('x'), 'lz4') RETURNING created_at",
+            [tenant],
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO app.attachments (tenant_id, storage_key, content_created_at, filename, "
+            "size_bytes, content)"
+            " VALUES (%s, 'msg/1', %s, 'a.txt', 3, 'abc')",
+            [tenant, created],
+        )
+
+
+def _seed_analytics(conn: psycopg.Connection, tenant: uuid.UUID, _refs: dict[str, object]) -> None:
+    with tenant_transaction(conn, tenant):
+        x = conn.execute
+        billing = x(
+            "INSERT INTO app.billing_analytics (tenant_id, emails_sent, period_start, period_end) "
+            "VALUES (%s, 100, date '2026-10-01', date '2026-10-31') RETURNING id",
+            [tenant],
+        ).fetchone()[0]
+        ids = [uuid.uuid4() for _ in range(4)]
+        x(
+            "INSERT INTO app.campaign_analytics (tenant_id, campaign_id, period_start, sent, billing_id) "
+            "VALUES (%s, %s, date '2026-10-01', 10, %s)",
+            [tenant, ids[0], billing],
+        )
+        x(
+            "INSERT INTO app.mailbox_analytics (tenant_id, mailbox_id, period_start, sent, billing_id) "
+            "VALUES (%s, %s, date '2026-10-01', 10, %s)",
+            [tenant, ids[1], billing],
+        )
+        x(
+            "INSERT INTO app.lead_analytics (tenant_id, lead_id, campaign_id, period_start, sent, "
+            "billing_id) "
+            "VALUES (%s, %s, %s, date '2026-10-01', 1, %s)",
+            [tenant, ids[2], ids[0], billing],
+        )
+        x(
+            "INSERT INTO app.warmup_analytics (tenant_id, mailbox_id, period_start, sent, billing_id) "
+            "VALUES (%s, %s, date '2026-10-01', 5, %s)",
+            [tenant, ids[1], billing],
+        )
+        x(
+            "INSERT INTO app.sequence_step_analytics (tenant_id, step_id, campaign_id, period_start, sent, "
+            "billing_id) VALUES (%s, %s, %s, date '2026-10-01', 3, %s)",
+            [tenant, ids[3], ids[0], billing],
+        )
+        x(
+            "INSERT INTO app.admin_audit_log (tenant_id, admin_user_id, action, resource_type, resource_id) "
+            "VALUES (%s, %s, 'suspend', 'campaign', %s)",
+            [tenant, uuid.uuid4(), str(ids[0])],
+        )
+
+
+def _seed_queue(conn: psycopg.Connection, tenant: uuid.UUID, _refs: dict[str, object]) -> None:
+    with tenant_transaction(conn, tenant):
+        job = conn.execute("SELECT app.enqueue_job('itest', '{\"kind\": \"seed\"}', 500)").fetchone()[0]
+        conn.execute(
+            "INSERT INTO app.job_logs (tenant_id, job_id, status, attempt_number) VALUES (%s, %s, "
+            "'success', 1)",
+            [tenant, job],
+        )
+        conn.execute(
+            "INSERT INTO app.dead_letters (tenant_id, id, queue_name, priority, payload, attempts, "
+            "max_attempts, "
+            "enqueued_at) VALUES (%s, gen_random_uuid(), 'itest', 100, '{}', 3, 3, now())",
+            [tenant],
+        )
+
+
+SEEDS: dict[str, Callable[[psycopg.Connection, uuid.UUID, dict[str, object]], None]] = {
+    "oltp": _seed_oltp,
+    "content": _seed_content,
+    "analytics": _seed_analytics,
+    "queue": _seed_queue,
+}
+
+
+def seed_tenants(db: TierDb, tenants: list[uuid.UUID]) -> None:
+    refs = seed_platform(db)
+    with db.connect("app") as conn:
+        for tenant in tenants:
+            SEEDS[db.tier](conn, tenant, refs)

@@ -1,0 +1,72 @@
+"""VpsFleet under Pulumi mocks: what it declares for N nodes."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyDataForTestsOnly0000000000000000000 ops@example"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args):
+        self.resources.append(args)
+        state = dict(args.inputs)
+        if args.typ.endswith("hostwinds:Vps"):
+            state.update(service_id=1000 + len(self.resources), main_ip="198.18.0.9")
+        if args.typ.endswith("hostwinds:FleetReady"):
+            state["inventory"] = [{"name": n["name"]} for n in args.inputs["nodes"]]
+        return f"{args.name}-id", state
+
+    def call(self, args):
+        return {}
+
+
+@pytest.fixture
+def mocks():
+    recording = RecordingMocks()
+    pulumi.runtime.set_mocks(recording, project="penguinmails", stack="unit", preview=False)
+    return recording
+
+
+@pulumi.runtime.test
+def test_fleet_declares_keys_nodes_and_one_readiness_step(mocks):
+    from modules.config.loader import validate_config
+    from modules.hostwinds.fleet import VpsFleet
+
+    config = validate_config(
+        {
+            "fleet": {
+                "nodes": 3,
+                "rdns_domain": "fleet.example.com",
+                "ssh_key_names": ["portal-key"],
+                "ssh_public_keys": [KEY, KEY + " "],
+                "plan_id": 2,
+            }
+        }
+    )
+    fleet = VpsFleet("pm-fleet", config.fleet)
+
+    def check(inventory):
+        by_type: dict[str, list] = {}
+        for resource in mocks.resources:
+            by_type.setdefault(resource.typ, []).append(resource)
+        assert len(by_type["pulumi-python:dynamic/hostwinds:SshKey"]) == 1  # the same key twice is one key
+        vps = sorted(by_type["pulumi-python:dynamic/hostwinds:Vps"], key=lambda v: v.name)  # registered in any order
+        assert [v.name for v in vps] == ["pm-fleet-mx-01", "pm-fleet-mx-02", "pm-fleet-mx-03"]
+        first = vps[0].inputs
+        assert first["label"] == "unit-pm-fleet-mx-01"
+        assert first["wait_until_ready"] is False and first["plan_id"] == 2
+        assert first["rdns"] == "mx-01.fleet.example.com" and first["firewall_profile"] == "smtp"
+        assert first["ssh_keys"][0] == "portal-key" and first["ssh_keys"][1].startswith("unit-pm-fleet-")
+        (ready,) = by_type["pulumi-python:dynamic/hostwinds:FleetReady"]
+        ids = [n["service_id"] for n in ready.inputs["nodes"]]
+        assert len(set(ids)) == 3 and all(isinstance(i, float) for i in ids)  # the nodes' own service ids
+        assert ready.inputs["nodes"][0]["fqdn"] == "mx-01.fleet.example.com"
+        assert [node["name"] for node in inventory] == ["mx-01", "mx-02", "mx-03"]
+        assert by_type["penguinmails:hostwinds:VpsFleet"][0].name == "pm-fleet"
+
+    return fleet.inventory.apply(check)

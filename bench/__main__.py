@@ -21,11 +21,19 @@ HERE = Path(__file__).resolve().parent
 
 def machine() -> dict[str, object]:
     mem_kb = next(
-        (int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-         if line.startswith("MemTotal")), 0,
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
     )
-    return {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def main(names: list[str]) -> int:
@@ -44,8 +52,13 @@ def main(names: list[str]) -> int:
             traceback.print_exc()
             failed += 1
             continue
-        record = {"bench": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "machine": machine(), "seconds": round(time.perf_counter() - started, 1), "result": result}
+        record = {
+            "bench": name,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "seconds": round(time.perf_counter() - started, 1),
+            "result": result,
+        }
         (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2))
         print(json.dumps(result, indent=2), flush=True)
     return 1 if failed else 0

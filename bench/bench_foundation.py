@@ -24,8 +24,11 @@ def _timed(fn) -> tuple[float, object]:
 
 
 def _engine_build() -> float:
-    seconds, _ = _timed(lambda: subprocess.run(["bash", "tools/build-engine.sh"], cwd=REPO_ROOT, check=True,
-                                               capture_output=True))
+    seconds, _ = _timed(
+        lambda: subprocess.run(
+            ["bash", "tools/build-engine.sh"], cwd=REPO_ROOT, check=True, capture_output=True
+        )
+    )
     return seconds
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 BUILD_SECONDS = 5.0
 SIZES = (10, 50, 200)
+HOSTWINDS = {"poll_interval_seconds": 1, "lost_answer_wait_seconds": 5, "build_timeout_seconds": 600}
 
 
 def _phase(sim, name: str, action, results: dict[str, Any]) -> None:
@@ -38,7 +39,7 @@ def measure(nodes: int, root: Path) -> dict[str, Any]:
             sim,
             f"bench{nodes}",
             nodes=nodes,
-            hostwinds={"poll_interval_seconds": 1, "lost_answer_wait_seconds": 5, "build_timeout_seconds": 600},
+            hostwinds=HOSTWINDS,
         )
         try:
             _phase(sim, "preview", lambda: stack.preview(color="never"), results)
@@ -54,7 +55,8 @@ def measure(nodes: int, root: Path) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    sizes = [int(s) for s in os.environ.get("PENGUINMAILS_BENCH_HOSTWINDS_SIZES", "").split(",") if s] or SIZES
+    chosen = os.environ.get("PENGUINMAILS_BENCH_HOSTWINDS_SIZES", "")
+    sizes = [int(size) for size in chosen.split(",") if size.strip()] or SIZES
     result: dict[str, Any] = {"build_seconds": BUILD_SECONDS}
     for nodes in sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-hostwinds-{nodes}-") as tmp:

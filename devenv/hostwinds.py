@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from devenv.base import REPO_ROOT, Service, ServiceStatus, pid_alive, wait_until
+from modules.errors import DevenvError
 
 HOSTWINDS_PORT = 8930
 OPERATOR_KEY_NAME = "penguinmails-dev-operator"
@@ -53,10 +54,12 @@ class HostwindsService(Service):
     ):
         super().__init__(root, port)
         self.backend = backend or os.environ.get("PENGUINMAILS_HOSTWINDS_BACKEND", "podman")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        default_build = os.environ.get("PENGUINMAILS_HOSTWINDS_BUILD_SECONDS", "3")
-        self.build_seconds = float(build_seconds if build_seconds is not None else default_build)
+        self.build_seconds = build_seconds
+        if build_seconds is None:
+            try:
+                self.build_seconds = float(os.environ.get("PENGUINMAILS_HOSTWINDS_BUILD_SECONDS", "3"))
+            except ValueError:
+                self.build_seconds = -1.0  # refused by _start with the variable's name
         self.delete_seconds = delete_seconds
         self.podman_prefix = podman_prefix
         self.persist = persist
@@ -104,6 +107,12 @@ class HostwindsService(Service):
         return pid if pid is not None and not _is_zombie(pid) else None
 
     def _start(self) -> None:
+        if self.backend not in BACKENDS:
+            raise DevenvError(
+                f"PENGUINMAILS_HOSTWINDS_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.build_seconds < 0:
+            raise DevenvError("PENGUINMAILS_HOSTWINDS_BUILD_SECONDS must be a number of seconds >= 0")
         self.api_key()
         _, public = self.operator_key()
         command = [

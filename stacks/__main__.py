@@ -28,3 +28,10 @@ for _tier, _postgres in platform.postgres_tiers.items():
     pulumi.export(f"postgres_{_tier}_app_url", _postgres.app_url)
 # [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
 pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])
+# DNS and email authentication: published selectors, MTA-STS policies, PTRs and the live verification.
+if platform.mail_dns is not None:
+    pulumi.export("dkim_selectors", platform.mail_dns.dkim_selectors)
+    pulumi.export("dkim_private_keys", platform.mail_dns.dkim_private_keys)  # secret
+    pulumi.export("mta_sts_policies", platform.mail_dns.mta_sts_policies)
+    pulumi.export("ptr_records", platform.mail_dns.ptr_records)
+    pulumi.export("dns_verification", platform.mail_dns.verification)

@@ -370,7 +370,7 @@ def failures_from_events(events: Iterable[Mapping[str, Any]], secrets: Iterable[
             Failure(
                 host=str(data.get("host") or "?"),
                 task=str(data.get("task") or "?"),
-                message=redact(message.splitlines()[0][:400] if message else "failed", *secrets),
+                message=redact(" ".join(message.split())[:600], *secrets),
                 unreachable=kind == "runner_on_unreachable",
             )
         )

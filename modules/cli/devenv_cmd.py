@@ -15,7 +15,9 @@ def _show(action: str, names: list[str] | None) -> None:
     for status in statuses:
         colour = "green" if status.running else "yellow"
         state = "running" if status.running else "stopped"
-        console.print(f"{status.name:<12} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}")
+        console.print(
+            f"{status.name:<12} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}"
+        )
     if failed:
         raise typer.Exit(1)
 

@@ -21,9 +21,7 @@ from modules.errors import ConfigError
 NAMESPACE = "penguinmails"
 
 # Secret config values: read only as Pulumi secrets, never part of the model, and refused in plain text.
-SECRET_KEYS = frozenset(
-    {"hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret"}
-)
+SECRET_KEYS = frozenset({"hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret"})
 SECTIONS = frozenset(StackConfig.model_fields)
 
 

@@ -28,7 +28,9 @@ TIERS = ("oltp", "content", "analytics", "queue")
 def _check_hostname(value: str) -> str:
     value = value.rstrip(".").lower()
     if not HOSTNAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid DNS name (letters, digits, hyphens; dot-separated labels)")
+        raise ValueError(
+            f"{value!r} is not a valid DNS name (letters, digits, hyphens; dot-separated labels)"
+        )
     return value
 
 
@@ -96,7 +98,9 @@ class FleetConfig(Strict):
         for position, key in enumerate(keys):
             parts = key.split()
             if len(parts) < 2 or parts[0] not in {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"}:
-                raise ValueError(f"item {position} is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')")
+                raise ValueError(
+                    f"item {position} is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')"
+                )
         return keys
 
     @field_validator("ssh_key_names")
@@ -127,7 +131,9 @@ def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise ValueError("url must look like postgresql://admin@host:5432/database?sslmode=verify-full")
     if parts.password is not None:
-        raise ValueError("url must not contain a password; set `pulumi config set --secret postgresAdminPassword`")
+        raise ValueError(
+            "url must not contain a password; set `pulumi config set --secret postgresAdminPassword`"
+        )
     twice = sorted(k for k in ("host", "port", "admin_user", "database", "sslmode") if k in given)
     if twice:
         raise ValueError(f"give either url or {', '.join(twice)}, not both")
@@ -224,6 +230,9 @@ class DnsZoneConfig(Strict):
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
     max_change_share: float = Field(default=0.5, gt=0, le=1)
     adopt_existing: bool = Field(default=False, description="take over records already there (opt-in)")
+    # route53: changes go through the Route 53 API (boto3 credential chain) instead of RFC 2136.
+    backend: Literal["rfc2136", "route53"] = "rfc2136"
+    route53_zone_id: str | None = Field(default=None, pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
     records: list[DnsRecordConfig] = Field(default_factory=list, description="extra records to publish")
 
     @field_validator("name")
@@ -237,7 +246,9 @@ class DnsZoneConfig(Strict):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError("must be an IP address (RFC 2136 updates go to the primary by address)") from None
+            raise ValueError(
+                "must be an IP address (RFC 2136 updates go to the primary by address)"
+            ) from None
         return value
 
 

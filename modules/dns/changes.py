@@ -105,7 +105,9 @@ def plan_changes(
 
     for name, rtype in sorted(touched):
         rrset = live.rrsets.get((name, rtype))
-        plan.prerequisites.append(Prerequisite(name, rtype, rrset.values if rrset else ()))
+        plan.prerequisites.append(
+            Prerequisite(name, rtype, rrset.values if rrset else (), rrset.ttl if rrset else 0)
+        )
     plan.owned.sort()
     return plan
 

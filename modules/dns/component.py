@@ -101,6 +101,8 @@ class MailDns(pulumi.ComponentResource):
                 adopt_existing=zone.adopt_existing,
                 resolvers=list(config.dns.resolvers),
                 default_ttl=config.dns.ttl,
+                backend=zone.backend,
+                route53_zone_id=zone.route53_zone_id,
                 opts=child,
             )
 

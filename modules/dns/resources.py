@@ -30,10 +30,11 @@ from modules.dns.errors import DnsAuthError, DnsConflict, DnsSafetyError, DnsZon
 from modules.dns.lookup import lookup_for
 from modules.dns.records import Record, RecordError, expired, merge, normalize_name
 from modules.dns.rfc2136 import ALGORITHMS, SECRET_HINT, Rfc2136Client, TsigKey
+from modules.dns.route53 import Route53Client
 from modules.dns.validators import validate_records
 from modules.providers import ProviderSettings
 
-RECORDSET_REPLACE_KEYS = ("zone", "server", "port")
+RECORDSET_REPLACE_KEYS = ("zone", "server", "port", "backend", "route53_zone_id")
 RECORDSET_UPDATE_KEYS = ("tsig_key_name", "tsig_algorithm", "max_change_share", "adopt_existing")
 FORCE_ENV = "PENGUINMAILS_DNS_FORCE"
 
@@ -126,7 +127,9 @@ class DnsRecordSetProvider(dynamic.ResourceProvider):
             raise DnsAuthError(f"no TSIG secret for key {key_name!r}: set {SECRET_HINT}")
         return str(configured)
 
-    def _client(self, props: dict[str, Any]) -> Rfc2136Client:
+    def _client(self, props: dict[str, Any]) -> Rfc2136Client | Route53Client:
+        if props.get("backend") == "route53":
+            return Route53Client(props.get("route53_zone_id") or None)
         key = TsigKey(props["tsig_key_name"], self._secret(props["tsig_key_name"]), props["tsig_algorithm"])
         return Rfc2136Client(props["server"], int(props["port"]), key)
 
@@ -147,6 +150,8 @@ class DnsRecordSetProvider(dynamic.ResourceProvider):
         if not unknown(news.get("tsig_algorithm")) and news.get("tsig_algorithm") not in ALGORITHMS:
             failures.append(dynamic.CheckFailure("tsig_algorithm", f"must be one of {', '.join(ALGORITHMS)}"))
         share = news.get("max_change_share")
+        if news.get("backend", "rfc2136") not in ("rfc2136", "route53"):
+            failures.append(dynamic.CheckFailure("backend", "must be rfc2136 or route53"))
         if not unknown(share) and not (isinstance(share, int | float) and 0 < share <= 1):
             failures.append(dynamic.CheckFailure("max_change_share", f"must be in (0, 1], got {share!r}"))
         if failures or unknown(zone) or unknown(news.get("records")):
@@ -248,10 +253,14 @@ class DnsRecordSet(dynamic.Resource, module="dns", name="RecordSet"):
         resolvers: list[str] | None = None,
         default_ttl: int = 3600,
         force: bool = False,
+        backend: str = "rfc2136",
+        route53_zone_id: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
             "zone": zone,
+            "backend": backend,
+            "route53_zone_id": route53_zone_id,
             "records": records,
             "server": server,
             "port": port,
@@ -267,7 +276,9 @@ class DnsRecordSet(dynamic.Resource, module="dns", name="RecordSet"):
         super().__init__(DnsRecordSetProvider(), name, props, opts)
 
 
-DKIM_REPLACE_KEYS = ("domain", "selector", "bits")
+# Not "bits": replacing a key under the same selector would break signatures until every host has the new
+# key. A new size applies to keys made from then on, i.e. to the next selector (rotation).
+DKIM_REPLACE_KEYS = ("domain", "selector")
 
 
 class DkimKeyProvider(dynamic.ResourceProvider):

@@ -113,6 +113,7 @@ class Prerequisite:
     name: str
     type: str
     values: tuple[str, ...]
+    ttl: int = 0  # the live TTL; RFC 2136 ignores it, Route 53 needs it to delete the RRset exactly
 
 
 @dataclass

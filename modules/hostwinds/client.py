@@ -161,7 +161,10 @@ def strip_secrets(value: Any) -> Any:
 
 
 def _html_excerpt(body: bytes) -> str:
-    text = re.sub(r"<[^>]+>", " ", body[:600].decode("utf-8", "replace"))
+    """A short, tag-free quote of a non-JSON answer: its <title> when it has one."""
+    text = body[:2000].decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+    text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text[:600])
     return " ".join(text.split())[:160]
 
 

@@ -57,8 +57,12 @@ class RedisUserProvider(dynamic.ResourceProvider):
         port = int(settings.credential("PENGUINMAILS_REDIS_PORT", "redisPort") or section.get("port", 6390))
         password = settings.credential("PENGUINMAILS_REDIS_ADMIN_PASSWORD", "redisAdminPassword")
         client = redis.Redis(
-            host=host, port=port, password=password, ssl=bool(section.get("tls")),
-            socket_timeout=10, decode_responses=True,
+            host=host,
+            port=port,
+            password=password,
+            ssl=bool(section.get("tls")),
+            socket_timeout=10,
+            decode_responses=True,
         )
         return client, password
 
@@ -117,7 +121,7 @@ class RedisUserProvider(dynamic.ResourceProvider):
         outs = dict(props)
         # A drifted aspect is recorded as unknown-to-us, so the next preview shows an update that restores it.
         if not matches["password"]:
-            outs["password"] = "(changed outside Pulumi)"
+            outs["password"] = "(changed outside Pulumi)"  # noqa: S105 - a drift marker, not a secret
         if not matches["key_prefixes"]:
             outs["key_prefixes"] = []
         if not matches["categories"] or not matches["enabled"]:

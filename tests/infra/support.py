@@ -1,4 +1,4 @@
-"""Podman mail hosts for the Ansible integration tests and the benchmark: keys, hosts, variables, DKIM in BIND.
+"""Podman mail hosts for the Ansible tests and benchmark: keys, hosts, variables, DKIM in the local BIND.
 
 Every lab has its own container prefix and SSH key and removes its hosts when it closes, so runs never
 touch each other's (or the dev stack's) hosts.
@@ -54,6 +54,10 @@ class Lab:
     hosts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # testinfra's ansible backend runs ansible-inventory: use the venv's.
+        venv_bin = str(Path(sys.executable).parent)
+        if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
         self.folder.mkdir(parents=True, exist_ok=True)
         self.key_file, self.public_key = ssh_keypair(self.folder)
         self.podman = PodmanHosts(prefix=self.prefix, kind=self.kind)
@@ -72,6 +76,7 @@ class Lab:
         group: str = "mailhosts",
         host_vars: dict[str, dict[str, Any]] | None = None,
         group_vars: dict[str, Any] | None = None,
+        playbook: str | None = None,
     ) -> str:
         hosts = [self.hosts[n] for n in (names or list(self.hosts))]
         inventory = runner.build_inventory(
@@ -81,7 +86,8 @@ class Lab:
             group_vars={**DEV_GROUP_VARS, **(group_vars or {})},
             connection=self.connection(),
         )
-        return runner.render_inventory(inventory, self.prefix, "mailhost.yml")
+        playbook = playbook or ("mailu.yml" if group == "mailu" else "mailhost.yml")
+        return runner.render_inventory(inventory, self.prefix, playbook)
 
     def close(self) -> None:
         self.podman.clear()

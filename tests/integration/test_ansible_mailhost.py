@@ -36,7 +36,7 @@ def _client_tls() -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory, devenv_env):
-    """A converged host plus what the tests need to talk to it; converged twice (the second must be a no-op)."""
+    """A host converged twice (the second run must be a no-op), with what the tests need to reach it."""
     folder = tmp_path_factory.mktemp("ansible-mailhost")
     lab = Lab(folder)
     domain = f"t{uuid.uuid4().hex[:8]}.{ZONE}"

@@ -421,3 +421,43 @@ def test_queue_functions_are_the_only_cross_tenant_path(tiers):
     with db.connect("readonly") as ro:
         exc = error_of(ro, "SELECT * FROM app.dequeue_jobs('itest', 'w1', 10)")
         assert isinstance(exc, errors.InsufficientPrivilege)
+
+
+def test_indexed_columns_of_tenant_tables_compare_with_leakproof_operators(tier):
+    """Under RLS only LEAKPROOF operators may run before the policy, i.e. inside an index: every indexed
+    column of a tenant table needs a leakproof `=` (citext's is not: a citext key lookup scans the tenant)."""
+    with tier.connect() as admin:
+        rows = admin.execute(
+            """SELECT DISTINCT c.oid::regclass::text, a.attname, format_type(a.atttypid, NULL), p.proname
+                 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indrelid AND NOT c.relispartition
+                 JOIN pg_class ic ON ic.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+                 JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) ON k.attnum > 0
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                 JOIN pg_opclass oc ON oc.oid = i.indclass[k.pos - 1]
+                 JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3
+                                AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+                 JOIN pg_operator o ON o.oid = ao.amopopr
+                 JOIN pg_proc p ON p.oid = o.oprcode
+                WHERE NOT p.proleakproof
+                  AND EXISTS (SELECT 1 FROM pg_attribute t
+                               WHERE t.attrelid = c.oid AND t.attname = 'tenant_id')"""
+        ).fetchall()
+    assert rows == [], "indexed columns whose = is not leakproof: " + ", ".join(
+        f"{table}.{column} ({kind}, {proc})" for table, column, kind, proc in rows
+    )
+
+
+def test_a_lookup_by_email_under_rls_is_an_index_condition(tiers):
+    with tiers["oltp"].connect("app") as app, app.transaction(force_rollback=True):
+        set_tenant(app, TENANT_A)
+        app.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in app.execute(
+                "EXPLAIN (COSTS OFF) SELECT id FROM app.leads WHERE email = 'ada@example.org'"
+            )
+        )
+    condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "tenant_id" in condition and "email" in condition, plan

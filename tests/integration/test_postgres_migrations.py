@@ -224,7 +224,7 @@ def test_ledger_drift_against_the_files(oltp, tmp_path):
         assert len(found.drift) == 1
         assert found.drift[0].startswith(f"{files[-1].name}: applied on ")
         assert found.drift[0].endswith("but the file is gone; restore it")
-        conn.execute("DELETE FROM pm_meta.schema_migrations WHERE version = 6")
+        conn.execute("DELETE FROM pm_meta.schema_migrations WHERE version = %s", [files[-1].version])
         assert mig.inspect(conn, files).pending == [files[-1].name]
 
 

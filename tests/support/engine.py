@@ -41,7 +41,10 @@ def project_stack(
     project_dir = mirror_project(tmp_path / "project")
     env = {**os.environ, **engine_env(tmp_path / "state"), **(extra_env or {})}
     workspace = auto.LocalWorkspace(
-        work_dir=str(project_dir), env_vars=env, pulumi_command=pulumi_command(), secrets_provider="passphrase"
+        work_dir=str(project_dir),
+        env_vars=env,
+        pulumi_command=pulumi_command(),
+        secrets_provider="passphrase",
     )
     stack = auto.Stack.create(stack_name, workspace)
     values: dict[str, auto.ConfigValue] = {}

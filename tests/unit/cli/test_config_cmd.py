@@ -11,7 +11,11 @@ from modules.engine import REPO_ROOT
 def cli(*args, cwd=REPO_ROOT):
     return subprocess.run(
         [sys.executable, "-c", "from modules.cli.main import run; run()", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
     )
 
 

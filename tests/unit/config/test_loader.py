@@ -36,7 +36,11 @@ def test_good_config_gives_typed_model():
         ({"fleet": {"nodes": -1}}, "penguinmails:fleet.nodes", "greater than or equal to 0"),
         ({"fleet": {"nodes": "many"}}, "penguinmails:fleet.nodes", "valid integer"),
         ({"fleet": {"name_pattern": "mx"}}, "penguinmails:fleet.name_pattern", "{index}"),
-        ({"fleet": {"name_pattern": "MX_{index}"}}, "penguinmails:fleet.name_pattern", "not a valid host label"),
+        (
+            {"fleet": {"name_pattern": "MX_{index}"}},
+            "penguinmails:fleet.name_pattern",
+            "not a valid host label",
+        ),
         ({"fleet": {"ssh_public_keys": ["hello"]}}, "penguinmails:fleet.ssh_public_keys", "OpenSSH"),
         ({"fleet": {"rdns_domain": "bad domain"}}, "penguinmails:fleet.rdns_domain", "not a valid DNS name"),
         ({"fleet": {"billing_cycle": "weekly"}}, "penguinmails:fleet.billing_cycle", "hourly"),
@@ -48,7 +52,11 @@ def test_good_config_gives_typed_model():
         ({"postgres": {"queue": {"host": "10.0.0.5"}}}, "penguinmails:postgres.queue", "loopback"),
         ({"redis": {"port": 70000}}, "penguinmails:redis.port", "less than or equal to 65535"),
         ({"redis": {"queue_user": "Bad User"}}, "penguinmails:redis.queue_user", "pattern"),
-        ({"dns": {"zones": [{"name": "a.test", "server": "ns1.a.test"}]}}, "penguinmails:dns.zones[0].server", "IP"),
+        (
+            {"dns": {"zones": [{"name": "a.test", "server": "ns1.a.test"}]}},
+            "penguinmails:dns.zones[0].server",
+            "IP",
+        ),
         ({"dns": {"zones": [{"name": "a.test"}, {"name": "a.test"}]}}, "penguinmails:dns.zones", "twice"),
         ({"tenants": [{"slug": "A"}]}, "penguinmails:tenants[0].slug", "lower-case"),
         (

@@ -57,7 +57,7 @@ def test_foreign_txt_beside_our_spf_is_never_touched():
     ]
     # The compare-and-swap carries the whole live RRset, foreign value included.
     assert plan.prerequisites == [
-        Prerequisite(ZONE, "TXT", ("site-verification=1", "v=spf1 ip4:192.0.2.9 ~all"))
+        Prerequisite(ZONE, "TXT", ("site-verification=1", "v=spf1 ip4:192.0.2.9 ~all"), 300)
     ]
 
 

@@ -136,5 +136,7 @@ def test_dkim_key_provider_makes_a_2048_bit_key_and_replaces_on_any_change():
         "selector"
     ]
     assert provider.diff(created.id, created.outs, checked.inputs).changes is False
+    # A new key size is for the next selector: the published key is never swapped under the same one.
+    assert provider.diff(created.id, created.outs, {**checked.inputs, "bits": 4096}).changes is False
     refused = provider.check({}, {"domain": "acme.test", "selector": "Bad_Selector", "bits": 1024})
     assert {f.property for f in refused.failures} == {"selector", "bits"}

@@ -55,7 +55,8 @@ def test_fleet_declares_keys_nodes_and_one_readiness_step(mocks):
         for resource in mocks.resources:
             by_type.setdefault(resource.typ, []).append(resource)
         assert len(by_type["pulumi-python:dynamic/hostwinds:SshKey"]) == 1  # the same key twice is one key
-        vps = sorted(by_type["pulumi-python:dynamic/hostwinds:Vps"], key=lambda v: v.name)  # registered in any order
+        # Resources register in any order.
+        vps = sorted(by_type["pulumi-python:dynamic/hostwinds:Vps"], key=lambda v: v.name)
         assert [v.name for v in vps] == ["pm-fleet-mx-01", "pm-fleet-mx-02", "pm-fleet-mx-03"]
         first = vps[0].inputs
         assert first["label"] == "unit-pm-fleet-mx-01"

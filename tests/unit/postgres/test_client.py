@@ -49,11 +49,18 @@ def no_devenv(monkeypatch):
 
 def test_a_local_tier_takes_the_devenv_variables_first(devenv):
     target = server_target(settings({"oltp": {"port": 6000}}, secret="config-pw"), "oltp")
-    assert (target.host, target.port, target.user, target.password) == ("127.0.0.1", 5433, "postgres", "devenv-admin-pw")
+    assert (target.host, target.port, target.user, target.password) == (
+        "127.0.0.1",
+        5433,
+        "postgres",
+        "devenv-admin-pw",
+    )
 
 
 def test_a_local_tier_falls_back_to_config_and_the_secret(no_devenv):
-    target = server_target(settings({"oltp": {"port": 6000, "admin_user": "admin"}}, secret="config-pw"), "oltp")
+    target = server_target(
+        settings({"oltp": {"port": 6000, "admin_user": "admin"}}, secret="config-pw"), "oltp"
+    )
     assert (target.port, target.user, target.password) == (6000, "admin", "config-pw")
     assert server_target(settings(), "queue").port == 5433
 

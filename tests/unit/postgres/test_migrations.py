@@ -78,13 +78,17 @@ def test_dollar_quoted_commit_inside_a_function_is_not_transaction_control(tmp_p
 
 
 def test_plan_lists_pending_files_and_refuses_edited_or_missing_ones(tmp_path):
-    files = mig.load_dir(write(tmp_path, {"0001_a.sql": "SELECT 1;", "0002_b.sql": "SELECT 2;", "0003_c.sql": "x;"}))
+    files = mig.load_dir(
+        write(tmp_path, {"0001_a.sql": "SELECT 1;", "0002_b.sql": "SELECT 2;", "0003_c.sql": "x;"})
+    )
     clean = mig.plan(files, {1: entry(1, "0001_a.sql", "SELECT 1;")})
     assert [f.name for f in clean.pending] == ["0002_b.sql", "0003_c.sql"]
     assert clean.problems() == []
 
     edited = mig.plan(files, {1: entry(1, "0001_a.sql", "SELECT 1; -- before the edit")})
-    assert len(edited.changed) == 1 and edited.changed[0].startswith("0001_a.sql: applied as 0001_a.sql with sha256")
+    assert len(edited.changed) == 1 and edited.changed[0].startswith(
+        "0001_a.sql: applied as 0001_a.sql with sha256"
+    )
     assert "never edit an applied migration" in edited.changed[0]
 
     renamed = mig.plan(files, {1: entry(1, "0001_old_name.sql", "SELECT 1;")})
@@ -109,5 +113,9 @@ def test_every_table_created_in_app_gets_tenant_rls_in_the_same_file(tier):
     same file (that is how enable_tenant_rls('app.x') and the queue's loop over 'app.x' names take it)."""
     for migration in mig.load_dir(REPO_ROOT / "schemas" / tier):
         created = set(re.findall(r"CREATE TABLE app\.(\w+)", migration.sql))
-        fenced = set(re.findall(r"'app\.(\w+)'", migration.sql)) if "enable_tenant_rls" in migration.sql else set()
-        assert created - fenced <= {"users"}, f"{migration.name}: {sorted(created - fenced)} without tenant RLS"
+        fenced = (
+            set(re.findall(r"'app\.(\w+)'", migration.sql)) if "enable_tenant_rls" in migration.sql else set()
+        )
+        assert created - fenced <= {"users"}, (
+            f"{migration.name}: {sorted(created - fenced)} without tenant RLS"
+        )

@@ -6,7 +6,12 @@ import hashlib
 
 from modules.redis.resources import RedisUserProvider, acl_rules, live_matches
 
-PROPS = {"username": "q", "password": "pw-1", "key_prefixes": ["queue:", "job:"], "categories": ["read", "write"]}
+PROPS = {
+    "username": "q",
+    "password": "pw-1",
+    "key_prefixes": ["queue:", "job:"],
+    "categories": ["read", "write"],
+}
 
 
 def test_acl_rules_reset_then_grant_only_prefixes_and_categories():

@@ -1,0 +1,498 @@
+"""PostgreSQL tiers: migration times, tenant-scoped OLTP latency with and without RLS, queue throughput.
+
+Runs against the devenv PostgreSQL (port 5433) in databases of its own (``pm_bench_*``), dropped at the end.
+
+* Migrations: apply time of each tier on an empty database, the no-op check (an apply with nothing pending:
+  lock, ledger, lint, baseline) and the refresh inspection.
+* OLTP: 10,000 tenants, 5,000,000 leads (500 per tenant) and 1,000,000 campaigns (100 per tenant), seeded
+  with ``INSERT … SELECT generate_series`` with the indexes dropped and rebuilt after. Typical tenant-scoped
+  queries run as the app role (RLS on, tenant set with ``set_config``) and, interleaved, the same SQL as the
+  superuser (RLS bypassed). The statements carry the explicit ``tenant_id`` filter the app is meant to send;
+  two extra rows run with the policy as the only filter.
+* Queue: dequeue+complete throughput with 4 workers (batches of 1 and 10), and enqueue-to-start latency
+  with 4 LISTENing workers while a producer enqueues one job per transaction.
+
+Scale with ``PM_BENCH_TENANTS``, ``PM_BENCH_LEADS_PER_TENANT``, ``PM_BENCH_CAMPAIGNS_PER_TENANT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from modules.postgres import admin
+from modules.postgres import migrations as mig
+from modules.postgres.client import ServerTarget, connect, server_target
+from modules.postgres.component import APP_GRANTS, APP_SETTINGS, EXTENSIONS
+from modules.providers import ProviderSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIERS = ("oltp", "content", "analytics", "queue")
+TENANTS = int(os.environ.get("PM_BENCH_TENANTS", "10000"))
+LEADS_PER_TENANT = int(os.environ.get("PM_BENCH_LEADS_PER_TENANT", "500"))
+CAMPAIGNS_PER_TENANT = int(os.environ.get("PM_BENCH_CAMPAIGNS_PER_TENANT", "100"))
+SAMPLES = int(os.environ.get("PM_BENCH_SAMPLES", "2000"))
+
+
+def _devenv_env() -> None:
+    """Start the devenv PostgreSQL if needed and export its variables (as `make bench` would)."""
+    from devenv.postgres import PostgresService
+
+    service = PostgresService()
+    service.start()
+    os.environ.update(service.env())
+
+
+class Tier:
+    """A throw-away tier database: owner, app role, migrations and grants, as the component makes them."""
+
+    def __init__(self, target: ServerTarget, tier: str, prefix: str):
+        self.target, self.tier, self.prefix = target, tier, prefix
+        self.database = f"{prefix}_{tier}"
+        self.owner, self.app = f"{self.database}_migrator", f"{self.database}_app"
+        self.app_password = secrets.token_urlsafe(18)
+
+    def create(self) -> None:
+        with connect(self.target) as conn:
+            admin.role_create(conn, {"name": self.owner, "login": False})
+            admin.database_create(conn, self.database, self.owner)
+        with self.connect() as conn:
+            for extension in EXTENSIONS[self.tier]:
+                admin.extension_create(conn, extension, "public")
+
+    def migrate(self) -> mig.ApplyResult:
+        with self.connect() as conn:
+            return mig.apply(
+                conn, mig.load_dir(REPO_ROOT / "schemas" / self.tier), owner=self.owner, actor="bench"
+            )
+
+    def grant_app(self) -> None:
+        with connect(self.target) as conn:
+            admin.role_create(
+                conn,
+                {"name": self.app, "login": True, "password": self.app_password, "settings": APP_SETTINGS},
+            )
+            admin.database_privileges_set(conn, self.database, self.app, ["CONNECT"])
+        with self.connect() as conn, conn.transaction():
+            admin.grants_apply(conn, self.app, self.owner, APP_GRANTS)
+
+    def connect(self, as_app: bool = False, **kwargs) -> psycopg.Connection:
+        target = self.target.with_login(self.app, self.app_password) if as_app else self.target
+        return connect(target, self.database, application_name="penguinmails-bench", **kwargs)
+
+    def drop(self) -> None:
+        with connect(self.target) as conn:
+            admin.database_drop(conn, self.database)
+        for role in (self.app, self.owner):
+            admin.role_drop(self.target, role, None)
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {
+        "p50_ms": at(0.50),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "mean_ms": round(statistics.mean(ordered), 3),
+    }
+
+
+# ------------------------------------------------------------------------------------------ migrations
+
+
+def bench_migrations(target: ServerTarget, prefix: str) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for tier in TIERS:
+        db = Tier(target, tier, prefix)
+        db.create()
+        try:
+            started = time.perf_counter()
+            applied = db.migrate()
+            apply_s = time.perf_counter() - started
+            noop = []
+            for _ in range(5):
+                started = time.perf_counter()
+                again = db.migrate()
+                noop.append(time.perf_counter() - started)
+                assert again.applied == [] and again.repaired == []
+            files = mig.load_dir(REPO_ROOT / "schemas" / tier)
+            with db.connect() as conn:
+                started = time.perf_counter()
+                found = mig.inspect(conn, files)
+                inspect_s = time.perf_counter() - started
+            assert found.drift == []
+            result[tier] = {
+                "files": len(applied.applied),
+                "apply_s": round(apply_s, 3),
+                "noop_check_s": round(statistics.median(noop), 3),
+                "refresh_inspect_s": round(inspect_s, 3),
+            }
+        finally:
+            db.drop()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- OLTP
+
+LEAD_STATUSES = ["new", "contacted", "replied", "bounced", "unsubscribed", "converted"]
+CAMPAIGN_STATUSES = ["draft", "scheduled", "sending", "completed", "paused"]
+
+
+def seed_oltp(db: Tier) -> dict[str, float]:
+    """Bulk load as the superuser (RLS bypassed), indexes dropped during the load and rebuilt after."""
+    timings: dict[str, float] = {}
+    with db.connect() as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        started = time.perf_counter()
+        conn.execute(
+            "INSERT INTO app.tenants (tenant_id, name) "
+            "SELECT md5('tenant' || n)::uuid, 'Tenant ' || n FROM generate_series(1, %s) n",
+            [TENANTS],
+        )
+        conn.execute(
+            "INSERT INTO app.companies (tenant_id, id, name, workspace_name) "
+            "SELECT tenant_id, md5('company' || tenant_id)::uuid, 'Company', 'main' FROM app.tenants"
+        )
+        timings["tenants_s"] = time.perf_counter() - started
+        conn.execute(
+            "ALTER TABLE app.leads DROP CONSTRAINT leads_pkey, DROP CONSTRAINT leads_tenant_id_email_key, "
+            "DROP CONSTRAINT leads_tenant_id_fkey"
+        )
+        conn.execute("DROP INDEX app.idx_leads_tenant_status_updated")
+        started = time.perf_counter()
+        conn.execute(
+            """INSERT INTO app.leads (tenant_id, id, email, name, status, created, updated)
+                SELECT t.tenant_id, gen_random_uuid(), 'lead' || g || '@example.org', 'Lead ' || g,
+                       (%s::text[])[1 + (hashtext(t.tenant_id::text || g) & 65535) %% 6],
+                       now() - make_interval(mins => g * 7), now() - make_interval(mins => g * 3)
+                  FROM app.tenants t, generate_series(1, %s) g""",
+            [LEAD_STATUSES, LEADS_PER_TENANT],
+        )
+        timings["leads_insert_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute("ALTER TABLE app.leads ADD PRIMARY KEY (tenant_id, id), ADD UNIQUE (tenant_id, email)")
+        conn.execute(
+            "CREATE INDEX idx_leads_tenant_status_updated ON app.leads (tenant_id, status, updated DESC)"
+        )
+        conn.execute(
+            "ALTER TABLE app.leads ADD FOREIGN KEY (tenant_id) REFERENCES app.tenants (tenant_id) "
+            "ON DELETE CASCADE"
+        )
+        timings["leads_index_s"] = time.perf_counter() - started
+        conn.execute(
+            "ALTER TABLE app.campaigns DROP CONSTRAINT campaigns_pkey CASCADE, "
+            "DROP CONSTRAINT campaigns_tenant_id_fkey, DROP CONSTRAINT campaigns_tenant_id_company_id_fkey"
+        )
+        conn.execute("DROP INDEX app.idx_campaigns_tenant_status_created, app.idx_campaigns_tenant_created")
+        started = time.perf_counter()
+        conn.execute(
+            """INSERT INTO app.campaigns (tenant_id, id, company_id, name, status, created, updated)
+                SELECT t.tenant_id, gen_random_uuid(), md5('company' || t.tenant_id)::uuid, 'Campaign ' || g,
+                       (%s::text[])[1 + (hashtext(t.tenant_id::text || g) & 65535) %% 5],
+                       now() - make_interval(hours => g * 5), now() - make_interval(hours => g)
+                  FROM app.tenants t, generate_series(1, %s) g""",
+            [CAMPAIGN_STATUSES, CAMPAIGNS_PER_TENANT],
+        )
+        timings["campaigns_insert_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute("ALTER TABLE app.campaigns ADD PRIMARY KEY (tenant_id, id)")
+        conn.execute(
+            "ALTER TABLE app.campaign_sequence_steps ADD FOREIGN KEY (tenant_id, campaign_id) "
+            "REFERENCES app.campaigns (tenant_id, id) ON DELETE CASCADE"
+        )
+        conn.execute(
+            "CREATE INDEX idx_campaigns_tenant_status_created "
+            "ON app.campaigns (tenant_id, status, created DESC)"
+        )
+        conn.execute("CREATE INDEX idx_campaigns_tenant_created ON app.campaigns (tenant_id, created DESC)")
+        conn.execute(
+            "ALTER TABLE app.campaigns ADD FOREIGN KEY (tenant_id) REFERENCES app.tenants (tenant_id) "
+            "ON DELETE CASCADE, ADD FOREIGN KEY (tenant_id, company_id) "
+            "REFERENCES app.companies (tenant_id, id) "
+            "ON DELETE SET NULL (company_id)"
+        )
+        timings["campaigns_index_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute("VACUUM (ANALYZE) app.tenants, app.companies, app.leads, app.campaigns")
+        timings["vacuum_analyze_s"] = time.perf_counter() - started
+        # The rebuilt schema must still be exactly what the migrations made (keys, RLS, policies).
+        assert mig.tenant_table_problems(conn) == [] and mig.baseline_problems(conn) == []
+    return {key: round(value, 1) for key, value in timings.items()}
+
+
+QUERIES = {
+    "lead_by_email": (
+        "SELECT id, name, status FROM app.leads WHERE tenant_id = %(t)s AND email = %(email)s",
+        True,
+    ),
+    "leads_page_by_status": (
+        "SELECT id, email, name, updated FROM app.leads WHERE tenant_id = %(t)s AND status = 'new' "
+        "ORDER BY updated DESC LIMIT 50",
+        True,
+    ),
+    "lead_status_counts": (
+        "SELECT status, count(*) FROM app.leads WHERE tenant_id = %(t)s GROUP BY status",
+        True,
+    ),
+    "campaigns_recent": (
+        "SELECT id, name, status, created FROM app.campaigns WHERE tenant_id = %(t)s "
+        "ORDER BY created DESC LIMIT 20",
+        True,
+    ),
+    "campaign_status_counts": (
+        "SELECT status, count(*) FROM app.campaigns WHERE tenant_id = %(t)s GROUP BY status",
+        True,
+    ),
+    "lead_update_by_id": (
+        "UPDATE app.leads SET status = 'contacted', updated = now() WHERE tenant_id = %(t)s AND id = %(id)s",
+        False,
+    ),
+    # The policy as the only tenant filter (what an app that forgets its WHERE gets).
+    "policy_only_lead_by_email": ("SELECT id, name, status FROM app.leads WHERE email = %(email)s", True),
+    "policy_only_campaigns_recent": (
+        "SELECT id, name, status, created FROM app.campaigns ORDER BY created DESC LIMIT 20",
+        True,
+    ),
+}
+
+
+def bench_queries(db: Tier) -> dict[str, object]:
+    rng = random.Random(7)
+    with db.connect() as conn:
+        tenants = [row[0] for row in conn.execute("SELECT tenant_id FROM app.tenants").fetchall()]
+        lead_ids = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT DISTINCT ON (tenant_id) tenant_id, id FROM app.leads ORDER BY tenant_id"
+            ).fetchall()
+        }
+    results: dict[str, object] = {}
+    with db.connect(as_app=True) as app, db.connect() as superuser:
+        superuser.execute("SET search_path = app, platform, public")
+        for name, (query, read_only) in QUERIES.items():
+            policy_only = name.startswith("policy_only")
+            timing: dict[str, list[float]] = {"rls": [], "norls": [], "rls_txn": [], "norls_txn": []}
+            for i in range(SAMPLES + 200):
+                tenant = rng.choice(tenants)
+                params = {
+                    "t": tenant,
+                    "email": f"lead{rng.randint(1, LEADS_PER_TENANT)}@example.org",
+                    "id": lead_ids[tenant],
+                }
+                order = (
+                    (("rls", app), ("norls", superuser)) if i % 2 else (("norls", superuser), ("rls", app))
+                )
+                for mode, conn in order:
+                    if policy_only and mode == "norls":
+                        continue  # without RLS this query would read every tenant: nothing to compare
+                    txn_started = time.perf_counter()
+                    with conn.transaction():
+                        if mode == "rls":
+                            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant)])
+                        started = time.perf_counter()
+                        cursor = conn.execute(query, params)
+                        if read_only:
+                            cursor.fetchall()
+                        elapsed = time.perf_counter() - started
+                    txn_elapsed = time.perf_counter() - txn_started
+                    if i >= 200:  # the first 200 warm the caches and the prepared statements
+                        timing[mode].append(elapsed * 1000)
+                        timing[f"{mode}_txn"].append(txn_elapsed * 1000)
+            entry: dict[str, object] = {
+                "rls": percentiles(timing["rls"]),
+                "rls_txn": percentiles(timing["rls_txn"]),
+            }
+            if timing["norls"]:
+                entry["norls"] = percentiles(timing["norls"])
+                entry["norls_txn"] = percentiles(timing["norls_txn"])
+                entry["p95_ratio"] = round(entry["rls"]["p95_ms"] / entry["norls"]["p95_ms"], 2)
+                entry["p50_ratio"] = round(entry["rls"]["p50_ms"] / entry["norls"]["p50_ms"], 2)
+            results[name] = entry
+        plan = "\n".join(
+            row[0]
+            for row in app.execute(
+                "EXPLAIN (COSTS OFF) SELECT id FROM app.leads WHERE email = 'lead1@example.org'"
+            ).fetchall()
+        )
+        results["policy_only_plan_uses_index"] = "Index" in plan and "Seq Scan" not in plan
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- queue
+
+
+def bench_queue(db: Tier) -> dict[str, object]:
+    with db.connect() as conn:
+        conn.execute(
+            "INSERT INTO platform.job_queues (name, max_attempts, lock_duration) VALUES "
+            "('bench', 3, '5 minutes'), ('bench-latency', 3, '5 minutes')"
+        )
+    tenants = [f"00000000-0000-0000-0000-{n:012d}" for n in range(1, 101)]
+    results: dict[str, object] = {}
+    for batch in (1, 10):
+        total = 20_000
+        with db.connect() as conn:
+            conn.execute(
+                "INSERT INTO app.jobs (tenant_id, queue_name, priority, payload, max_attempts) "
+                "SELECT (%s::uuid[])[1 + n %% 100], 'bench', n %% 200, jsonb_build_object('n', n), 3 "
+                "FROM generate_series(1, %s) n",
+                [tenants, total],
+            )
+            conn.execute("VACUUM ANALYZE app.jobs")
+        done = [0] * 4
+
+        def worker(index: int, batch: int = batch, done: list[int] = done) -> None:
+            with db.connect(as_app=True) as conn:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    with conn.transaction():
+                        jobs = conn.execute(
+                            "SELECT tenant_id, id FROM app.dequeue_jobs('bench', %s, %s)",
+                            [f"w{index}", batch],
+                        ).fetchall()
+                    if not jobs:
+                        return
+                    for tenant, job in jobs:
+                        conn.execute("SELECT app.complete_job(%s, %s, %s)", [tenant, job, f"w{index}"])
+                    done[index] += len(jobs)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        assert sum(done) == total, done
+        results[f"dequeue_complete_batch{batch}"] = {
+            "jobs": total,
+            "workers": 4,
+            "seconds": round(elapsed, 2),
+            "jobs_per_s": round(total / elapsed),
+        }
+        with db.connect() as conn:
+            conn.execute("DELETE FROM app.jobs WHERE queue_name = 'bench'")
+            conn.execute("TRUNCATE app.job_logs")
+    results["enqueue_to_start"] = _latency(db, tenants)
+    return results
+
+
+def _latency(db: Tier, tenants: list[str]) -> dict[str, object]:
+    """4 workers LISTEN (and poll every second as a fallback); a producer enqueues one job per transaction."""
+    count, stop = 1000, threading.Event()
+
+    def worker(index: int) -> None:
+        with db.connect(as_app=True) as conn:
+            conn.execute("LISTEN penguinmails_jobs")
+            while not stop.is_set():
+                while True:
+                    with conn.transaction():
+                        jobs = conn.execute(
+                            "SELECT tenant_id, id FROM app.dequeue_jobs('bench-latency', %s, 1)",
+                            [f"l{index}"],
+                        ).fetchall()
+                    if not jobs:
+                        break
+                    conn.execute("SELECT app.complete_job(%s, %s, %s)", [jobs[0][0], jobs[0][1], f"l{index}"])
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    pass
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    with db.connect(as_app=True) as producer:
+        for n in range(count):
+            with producer.transaction():
+                producer.execute("SELECT set_config('app.tenant_id', %s, true)", [tenants[n % len(tenants)]])
+                producer.execute("SELECT app.enqueue_job('bench-latency', '{}'::jsonb)")
+            time.sleep(0.005)
+    enqueue_s = time.perf_counter() - started
+    deadline = time.monotonic() + 60
+    with db.connect() as conn:
+        while time.monotonic() < deadline:
+            left = conn.execute(
+                "SELECT count(*) FROM app.jobs WHERE queue_name = 'bench-latency' AND status <> 'completed'"
+            ).fetchone()[0]
+            if left == 0:
+                break
+            time.sleep(0.2)
+        stop.set()
+        latencies = [
+            float(row[0]) * 1000
+            for row in conn.execute(
+                "SELECT extract(epoch FROM started_at - created_at) FROM app.jobs "
+                "WHERE queue_name = 'bench-latency'"
+            ).fetchall()
+        ]
+    for thread in threads:
+        thread.join(timeout=5)
+    assert len(latencies) == count
+    return {"jobs": count, "enqueue_rate_per_s": round(count / enqueue_s), **percentiles(latencies)}
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def run() -> dict:
+    if "PENGUINMAILS_POSTGRES_ADMIN_PASSWORD" not in os.environ:
+        _devenv_env()
+    target = server_target(ProviderSettings(), "oltp")
+    prefix = f"pm_bench_{secrets.token_hex(2)}"
+    result: dict[str, object] = {
+        "scale": {
+            "tenants": TENANTS,
+            "leads": TENANTS * LEADS_PER_TENANT,
+            "campaigns": TENANTS * CAMPAIGNS_PER_TENANT,
+            "samples_per_query": SAMPLES,
+        }
+    }
+    result["migrations"] = bench_migrations(target, prefix)
+
+    oltp = Tier(target, "oltp", prefix)
+    oltp.create()
+    try:
+        oltp.migrate()
+        oltp.grant_app()
+        started = time.perf_counter()
+        result["seed"] = seed_oltp(oltp)
+        result["seed"]["total_s"] = round(time.perf_counter() - started, 1)
+        with oltp.connect() as conn:
+            result["seed"]["database_mb"] = round(
+                conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
+            )
+            started = time.perf_counter()
+            mig.apply(conn, mig.load_dir(REPO_ROOT / "schemas" / "oltp"), owner=oltp.owner)
+            result["migrations"]["oltp_noop_check_on_seeded_db_s"] = round(time.perf_counter() - started, 3)
+        result["oltp_queries"] = bench_queries(oltp)
+    finally:
+        oltp.drop()
+
+    queue = Tier(target, "queue", prefix)
+    queue.create()
+    try:
+        queue.migrate()
+        queue.grant_app()
+        result["queue"] = bench_queue(queue)
+    finally:
+        queue.drop()
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

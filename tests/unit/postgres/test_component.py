@@ -1,0 +1,98 @@
+"""The PostgresTier component under Pulumi mocks: names, roles, grants, ordering and secret outputs."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from modules.config.model import PostgresTierConfig
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(args)
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+    def by_name(self, name: str) -> pulumi.runtime.MockResourceArgs:
+        return next(r for r in self.resources if r.name == name)
+
+
+@pytest.fixture
+def mocks():
+    recording = RecordingMocks()
+    pulumi.runtime.set_mocks(recording, project="penguinmails", stack="dev", preview=False)
+    return recording
+
+
+PASSWORDS = {"migrator": "m-password-1234", "app": "a-password-1234", "readonly": "r-password-1234"}
+
+
+def test_default_prefix_is_safe_for_any_stack_name():
+    from modules.postgres.component import default_prefix
+
+    assert default_prefix("dev") == "pm_dev"
+    assert default_prefix("Prod-EU.1") == "pm_prod_eu_1"
+    assert len(default_prefix("x" * 80)) <= 30
+
+
+@pulumi.runtime.test
+def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks):
+    from modules.postgres.component import APP_GRANTS, READONLY_GRANTS, PostgresTier
+
+    tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), PASSWORDS)
+
+    def check(args):
+        url, secret = args
+        types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
+        assert types == ["Database", "Extension", "Extension", "Role", "Role", "Role", "SchemaMigrations"]
+        app = mocks.by_name("pm-oltp-app")
+        assert app.inputs["role"] == "pm_dev_oltp_app" and app.inputs["grants"] == APP_GRANTS
+        assert app.inputs["grantor"] == "pm_dev_oltp_migrator"
+        assert mocks.by_name("pm-oltp-readonly").inputs["grants"] == READONLY_GRANTS
+        assert mocks.by_name("pm-oltp-readonly").inputs["settings"]["default_transaction_read_only"] == "on"
+        database = mocks.by_name("pm-oltp-database")
+        inputs = {k: v for k, v in database.inputs.items() if k != "__provider"}
+        assert inputs == {
+            "tier": "oltp",
+            "database": "pm_dev_oltp",
+            "owner": "pm_dev_oltp_migrator",
+            "drift": [],
+        }
+        migrations = mocks.by_name("pm-oltp-migrations")
+        assert migrations.inputs["directory"] == "schemas/oltp"
+        assert "0001_foundation.sql" in migrations.inputs["migrations"]
+        assert url == "postgresql://pm_dev_oltp_app:a-password-1234@127.0.0.1:5433/pm_dev_oltp?sslmode=prefer"
+        assert secret is True
+
+    return pulumi.Output.all(tier.app_url, pulumi.Output.is_secret(tier.app_url)).apply(check)
+
+
+@pulumi.runtime.test
+def test_a_server_tier_with_an_existing_database_does_not_create_one(mocks):
+    from modules.postgres.component import PostgresTier
+
+    config = PostgresTierConfig.model_validate(
+        {
+            "url": "postgresql://admin@db.example.com:5432/nile_oltp?sslmode=verify-full",
+            "create_database": False,
+            "name_prefix": "pm",
+        }
+    )
+    tier = PostgresTier("pm-oltp", "oltp", config, PASSWORDS)
+
+    def check(url):
+        assert not [r for r in mocks.resources if r.typ.endswith(":Database")]
+        migrator = mocks.by_name("pm-oltp-migrator")
+        assert migrator.inputs["database"] == "nile_oltp"
+        assert migrator.inputs["database_privileges"] == ["CONNECT", "CREATE", "TEMPORARY"]
+        assert url.startswith(
+            "postgresql://pm_oltp_app:a-password-1234@db.example.com:5432/nile_oltp?sslmode=verify-full"
+        )
+
+    return tier.app_url.apply(check)

@@ -19,15 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from devenv.podman_hosts import PodmanHosts
 from modules.ansible import runner
+from modules.ansible.mailhosts import DEV_GROUP_VARS
+
+__all__ = ["DEV_GROUP_VARS", "Lab", "dns_txt", "native_host_vars", "publish_dkim", "run_infra_checks"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Settings a dev container needs: no CAP_NET_ADMIN (no nftables), no CAP_SYS_TIME (chrony -x),
-# no outbound DNS (SpamAssassin's network tests would only time out).
-DEV_GROUP_VARS = {
-    "common_firewall_enabled": False,
-    "common_timesync_set_clock": False,
-    "spamassassin_skip_network_tests": True,
-}
 
 
 def ssh_keypair(folder: Path) -> tuple[Path, str]:

@@ -27,6 +27,15 @@ DEV_GROUP_VARS: dict[str, Any] = {
 }
 
 
+def converges(config: StackConfig, stack: str) -> bool:
+    """Whether a stack configures its fleet: real stacks and the embedded ``dev`` stack do.
+
+    Throwaway stacks of the dev environment (other components' engine tests run the whole project on
+    simulated fleets, often with unreachable in-memory nodes) declare the fleet without configuring it.
+    """
+    return config.fleet.nodes > 0 and (config.environment != "dev" or stack == "dev")
+
+
 def domains_by_node(config: StackConfig) -> dict[str, list[str]]:
     """Fleet node name → the tenant domains it sends for (``sending_node`` is 1-based)."""
     names = config.fleet.node_names()

@@ -627,7 +627,9 @@ class VpsProvider(_HostwindsProvider):
     def _upgrade(self, client: HostwindsClient, settings: Settings, sid: int, rid: int, who: str) -> dict:
         """upgrade_instance → upgrade_server → (RESIZED) confirm_upgrade; resumes a half-done change."""
         inst = client.instance_get(sid)
-        if _status(inst) != "RESIZED":
+        if _status(inst) == "ACTIVE" and as_int(inst.get("product_id")) == rid:
+            return wait_ready(client, settings, sid, who)  # done by an earlier run whose answer was lost
+        if _status(inst) not in ("RESIZED", "RESIZE"):
             order = client.upgrade_order_get(sid)
             if order is None:
                 report(f"{who}: ordering the upgrade of instance {sid} to plan {rid}")
@@ -641,6 +643,7 @@ class VpsProvider(_HostwindsProvider):
                     f"total {order.get('total', '?')}) but could not be applied: {exc.message}. Pay the "
                     "invoice if it is open, then run `pulumi up` again (it resumes from the pending order)"
                 ) from None
+        if _status(inst) != "RESIZED":
             deadline = time.monotonic() + settings.build_timeout
             while True:
                 inst = client.instance_get(sid)
@@ -649,13 +652,19 @@ class VpsProvider(_HostwindsProvider):
                     break
                 if status == "ERROR" or time.monotonic() > deadline:
                     raise HostwindsError(
-                        f"{who}: the resize of instance {sid} ended {status}; see the portal"
+                        f"{who}: the resize of instance {sid} to plan {rid} is {status or 'unknown'}; see the portal"
                     )
                 time.sleep(settings.poll_interval)
         if _status(inst) == "RESIZED":
             client.upgrade_confirm(sid)
-            report(f"{who}: plan {rid} confirmed")
-        return wait_ready(client, settings, sid, who)
+            report(f"{who}: plan {as_int(inst.get('product_id'))} confirmed")
+        inst = wait_ready(client, settings, sid, who)
+        if as_int(inst.get("product_id")) != rid:
+            raise HostwindsError(
+                f"{who}: confirmed a pending resize to plan {inst.get('product_id')} left by an earlier change; "
+                f"run `pulumi up` again to move to plan {rid}"
+            )
+        return inst
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         settings = self._settings()

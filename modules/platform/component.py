@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pulumi
 
+from modules.ansible.mailhosts import MailHosts, converges
 from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
 from modules.hostwinds.fleet import VpsFleet
@@ -68,6 +69,13 @@ class Platform(pulumi.ComponentResource):
                         lambda inventory, node=node: next(n["ip"] for n in inventory if n["name"] == node)
                     )
             self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child)
+
+        # The fleet converged with the mail roles (Ansible) once it is ready and the DKIM keys are in DNS.
+        self.mail_hosts = None
+        if self.fleet is not None and converges(config, pulumi.get_stack()):
+            self.mail_hosts = MailHosts(
+                f"{name}-mail", config, self.fleet.inventory, self.mail_dns, opts=child
+            )
 
         # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
         self.postgres_tiers = {

@@ -37,13 +37,27 @@ def live_matches(live: dict[str, Any], props: dict[str, Any]) -> dict[str, bool]
     keys = live.get("keys") or ""
     keys = keys.split() if isinstance(keys, str) else list(keys)
     commands = live.get("commands") or ""
-    wanted_commands = {"-@all", *(f"+@{c}" for c in props["categories"])}
+    # Redis compacts the rules it reports (e.g. "+object|help" appears), so compare with what it reported
+    # right after our own SETUSER when we have that, and with the rules we sent otherwise.
+    seen_after_apply = props.get("acl_commands")
+    wanted_commands = (
+        set(seen_after_apply.split())
+        if seen_after_apply
+        else {"-@all", *(f"+@{c}" for c in props["categories"])}
+    )
     return {
         "enabled": "on" in (live.get("flags") or []),
         "password": digest in (live.get("passwords") or []),
         "key_prefixes": sorted(keys) == sorted(f"~{p}*" for p in props["key_prefixes"]),
         "categories": set(commands.split()) == wanted_commands,
     }
+
+
+def _as_dict(live: Any) -> dict[str, Any]:
+    """ACL GETUSER answers a flat name/value list over RESP2 and a map over RESP3."""
+    if isinstance(live, list):
+        return dict(zip(live[::2], live[1::2], strict=False))
+    return dict(live or {})
 
 
 class RedisUserProvider(dynamic.ResourceProvider):
@@ -90,12 +104,16 @@ class RedisUserProvider(dynamic.ResourceProvider):
         replaces = [key for key in changed if key == "username"]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
-    def _apply(self, props: dict[str, Any]) -> None:
-        def apply(client: redis.Redis) -> None:
+    def _apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Set the user and return the outputs, with the command rules as Redis itself reports them."""
+
+        def apply(client: redis.Redis) -> str:
             client.execute_command("ACL", "SETUSER", props["username"], *acl_rules(props))
             client.execute_command("ACL", "SAVE")
+            return _as_dict(client.execute_command("ACL", "GETUSER", props["username"])).get("commands", "")
 
-        self._run(f"ACL SETUSER {props['username']}", apply)
+        commands = self._run(f"ACL SETUSER {props['username']}", apply)
+        return {**props, "acl_commands": commands}
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         existing = self._run("ACL GETUSER", lambda c: c.execute_command("ACL", "GETUSER", props["username"]))
@@ -104,19 +122,16 @@ class RedisUserProvider(dynamic.ResourceProvider):
                 f"RedisUser[{props['username']}]: the user already exists and is not managed by this stack; "
                 "delete it or choose another redis.queue_user"
             )
-        self._apply(props)
-        return dynamic.CreateResult(id_=props["username"], outs=dict(props))
+        return dynamic.CreateResult(id_=props["username"], outs=self._apply(props))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
-        self._apply(news)
-        return dynamic.UpdateResult(outs=dict(news))
+        return dynamic.UpdateResult(outs=self._apply(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         live = self._run("ACL GETUSER", lambda c: c.execute_command("ACL", "GETUSER", id_))
         if not live:
             return dynamic.ReadResult(id_="", outs={})
-        if isinstance(live, list):  # RESP2 answers a flat list of name/value pairs
-            live = dict(zip(live[::2], live[1::2], strict=False))
+        live = _as_dict(live)
         matches = live_matches(live, props)
         outs = dict(props)
         # A drifted aspect is recorded as unknown-to-us, so the next preview shows an update that restores it.

@@ -123,6 +123,23 @@ def test_vps_create_read_update_delete_round_trip(sim):
     provider.delete(created.id, updated)  # already gone: nothing to do
 
 
+def test_plan_change_resumes_a_resize_left_waiting_for_confirmation(sim):
+    provider = configured(VpsProvider())
+    created = provider.create(vps_props(unique("resize")))
+    sid = int(created.id)
+    client = sim.client()
+    client.upgrade_order_create(sid, 3)  # an earlier run ordered and applied it, then died
+    client.upgrade_apply(sid)
+    sim.clear_log()
+
+    outs = provider.update(created.id, created.outs, {**created.outs, "plan_id": 3}).outs
+
+    assert outs["plan_name"].endswith("4 GB") and outs["status"] == "ACTIVE"
+    calls = [c["action"] for c in sim.calls()]
+    assert "upgrade_instance" not in calls and "upgrade_server" not in calls
+    assert calls.count("confirm_upgrade") == 1
+
+
 def test_location_or_image_change_replaces_and_terminates_first(sim):
     provider = configured(VpsProvider())
     props = vps_props(unique())

@@ -52,6 +52,9 @@ def test_stack_up_preview_refresh_destroy(tmp_path, devenv_env):
 
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}
+    # A refresh with nothing changed out of band finds no drift.
+    stack.refresh(color="never")
+    stack.preview(color="never", expect_no_changes=True)
 
     # Drift: change the password out of band; refresh notices and the next up restores it.
     admin.execute_command("ACL", "SETUSER", queue_user, "resetpass", ">tampered-password")

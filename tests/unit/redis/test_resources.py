@@ -53,3 +53,10 @@ def test_username_change_replaces_password_change_updates():
 def test_check_rejects_empty_prefixes_and_bad_username():
     failures = RedisUserProvider().check({}, {**PROPS, "username": "a b", "key_prefixes": []}).failures
     assert {f.property for f in failures} == {"username", "key_prefixes"}
+
+
+def test_rules_as_redis_reported_them_after_apply_are_the_reference():
+    compacted = "-@all +@write +@read +@connection +object|help"
+    props = {**PROPS, "acl_commands": compacted}
+    assert live_matches(live_user(commands=compacted), props)["categories"] is True
+    assert live_matches(live_user(commands="-@all +@read"), props)["categories"] is False

@@ -39,7 +39,7 @@ TIERS = ("oltp", "content", "analytics", "queue")
 TENANTS = int(os.environ.get("PM_BENCH_TENANTS", "10000"))
 LEADS_PER_TENANT = int(os.environ.get("PM_BENCH_LEADS_PER_TENANT", "500"))
 CAMPAIGNS_PER_TENANT = int(os.environ.get("PM_BENCH_CAMPAIGNS_PER_TENANT", "100"))
-SAMPLES = int(os.environ.get("PM_BENCH_SAMPLES", "2000"))
+SAMPLES = int(os.environ.get("PM_BENCH_SAMPLES", "3000"))
 
 
 def _devenv_env() -> None:

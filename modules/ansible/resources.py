@@ -106,6 +106,7 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
         return dynamic.CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        news = runner.whole_numbers(news)
         if has_unknown(news):
             return dynamic.DiffResult(changes=True, replaces=[], delete_before_replace=False)
         changed = []
@@ -122,6 +123,7 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
         return dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def _run(self, props: dict[str, Any], salt: str, run_count: int) -> dict[str, Any]:
+        props = runner.whole_numbers(props)
         text = render(props)
         stack, playbook = props["stack"], props["playbook"]
         path = runner.write_inventory(inventory_file_name(stack, playbook), text)

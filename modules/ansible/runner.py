@@ -278,8 +278,20 @@ def content_hash(playbook: str, ansible_dir: Path = ANSIBLE_DIR) -> str:
     return digest.hexdigest()
 
 
+def whole_numbers(value: Any) -> Any:
+    """Pulumi carries every number as a double: 25 comes back as 25.0. Turn whole floats back into ints
+    (Postfix refuses ``message_size_limit = 26214400.0``), recursively; hashes see the same values."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(whole_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def vars_digest(plain: Mapping[str, Any] | None, secret: Mapping[str, Any] | None, salt: str) -> str:
@@ -467,6 +479,13 @@ def run_playbook(
         return True
 
     started = time.monotonic()
+    import pexpect as _px  # DEBUG-TEMP
+    _orig_close = _px.spawn.close  # DEBUG-TEMP
+    def _close(self, force=True):  # DEBUG-TEMP
+        _orig_close(self, force)  # DEBUG-TEMP
+        with open("/tmp/pmans/debug.txt", "a") as _f:  # DEBUG-TEMP
+            _f.write(f"{stack} exit={self.exitstatus} sig={self.signalstatus} before={self.before!r:.300}\n")  # DEBUG-TEMP
+    _px.spawn.close = _close  # DEBUG-TEMP
     try:
         inventory_file = private / "inventory.yml"
         inventory_file.write_text(inventory_text)
@@ -482,6 +501,9 @@ def run_playbook(
             # ansible-runner turns host key checking off unless told; the inventory's ssh args decide.
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "PATH": _search_path(),
+            # One SSH master per host for this run only: a later run (another stack, a rebuilt host that
+            # got the same address, another key) never rides on a connection it did not open.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
         }
         if forks:
             envvars["ANSIBLE_FORKS"] = str(forks)

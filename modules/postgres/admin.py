@@ -20,6 +20,7 @@ from psycopg import sql
 from modules.postgres.client import ServerTarget, connect, scram_sha256_verifier
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DATABASE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 GRANT_KINDS: dict[str, frozenset[str]] = {
     "schema": frozenset({"USAGE"}),
     "tables": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
@@ -64,6 +65,13 @@ def name_problem(value: Any) -> str | None:
         return "must be 1-63 lower-case letters, digits or underscores, not starting with a digit"
     if value.startswith("pg_"):
         return "names starting with pg_ are reserved by PostgreSQL"
+    return None
+
+
+def database_name_problem(value: Any) -> str | None:
+    """Databases may be named by someone else (a hosted endpoint): mixed case and hyphens are fine."""
+    if not isinstance(value, str) or not DATABASE_RE.match(value):
+        return "must be 1-63 letters, digits, underscores or hyphens, starting with a letter or underscore"
     return None
 
 

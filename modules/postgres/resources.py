@@ -22,7 +22,7 @@ from modules.config.model import TIERS
 from modules.errors import ToolkitError
 from modules.postgres import admin
 from modules.postgres import migrations as mig
-from modules.postgres.client import PostgresError, ServerTarget, connect, run, server_target
+from modules.postgres.client import MAINTENANCE_DB, PostgresError, ServerTarget, connect, run, server_target
 from modules.providers import ProviderSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def _check_common(news: dict[str, Any], names: tuple[str, ...]) -> list[dynamic.
         )
     for key in names:
         value = news.get(key)
-        problem = admin.name_problem(value)
+        problem = admin.database_name_problem(value) if key == "database" else admin.name_problem(value)
         if problem and not _unknown(value):
             failures.append(dynamic.CheckFailure(key, problem))
     return failures
@@ -377,8 +377,10 @@ class RoleProvider(_PostgresProvider):
                 if sorted(props.get("database_privileges") or []) == db_privileges
                 else db_privileges
             )
-        if props.get("login") and props.get("password") and db_exists:
-            if admin.password_works(target, id_, props["password"], database) is False:
+        if props.get("login") and props.get("password"):
+            # The tier database when the role may connect there; else the maintenance database (PUBLIC may).
+            login_db = database if db_exists else MAINTENANCE_DB
+            if admin.password_works(target, id_, props["password"], login_db) is False:
                 outs["password"] = PASSWORD_DRIFT
         if props.get("grants") and database:
             if not db_exists:
@@ -452,6 +454,13 @@ def _files(directory: str) -> list[mig.MigrationFile]:
     return mig.load_dir(REPO_ROOT / directory)
 
 
+def _manifest_or_none(directory: Any) -> dict[str, str] | None:
+    try:
+        return mig.manifest(_files(directory)) if isinstance(directory, str) else None
+    except ToolkitError:
+        return None
+
+
 class SchemaMigrationsProvider(_PostgresProvider):
     """Applies ``schemas/<tier>/NNNN_*.sql`` under the advisory lock; refresh reads the ledger and drift."""
 
@@ -481,7 +490,10 @@ class SchemaMigrationsProvider(_PostgresProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         applied, wanted = olds.get("migrations") or {}, news.get("migrations") or {}
-        if not _unknown(wanted) and olds.get("database") == news.get("database"):
+        # Only when ``news`` are the program's inputs (the files on disk): during a refresh the engine also
+        # diffs, with ``news`` being the ledger just read, and a ledger behind the files is not an error.
+        from_program = not _unknown(wanted) and wanted == _manifest_or_none(news.get("directory"))
+        if from_program and olds.get("database") == news.get("database"):
             problems = [
                 f"{name}: applied with sha256 {sha[:12]}…, the file now has {wanted[name][:12]}…"
                 for name, sha in sorted(applied.items())

@@ -9,7 +9,10 @@ installed on the host is the one published in DNS. A second preview plans nothin
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -51,6 +54,8 @@ def _config(bind, sim) -> dict:
 def test_up_converges_the_dev_fleet_with_the_published_dkim_key(tmp_path, devenv_env, monkeypatch):
     prefix = f"pm-ansp{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("PENGUINMAILS_PODMAN_IMAGE_KIND", "mailhost")  # read by the simulator's podman backend
+    # testinfra's ansible backend runs ansible-inventory: the venv's.
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     inventory_dir = tmp_path / "inventory"
     try:
         with (
@@ -82,7 +87,16 @@ def test_up_converges_the_dev_fleet_with_the_published_dkim_key(tmp_path, devenv
 
 
 def _exercise(stack, bind, inventory_dir):
-    up = stack.up(color="never")
+    try:
+        up = stack.up(color="never")
+    except Exception:
+        import subprocess
+        names = subprocess.run(["podman", "ps", "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
+        for n in names:
+            if n.startswith("pm-ansp"):
+                out = subprocess.run(["podman", "exec", n, "sh", "-c", "ps aux; ls -la /var/log; postconf -n | head -50; postfix check; echo rc=$?; cat /etc/penguinmails/mail-flavor; service postfix status; service postfix start; echo st=$?; ls /var/log"], capture_output=True, text=True)
+                open("/tmp/pmans/diag.txt", "w").write(out.stdout + out.stderr)
+        raise
     assert up.summary.result == "succeeded"
     deployment = stack.export_stack().deployment
     playbooks = [r for r in deployment["resources"] if r["type"] == "pulumi-python:dynamic/ansible:Playbook"]

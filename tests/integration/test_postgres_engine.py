@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -101,8 +102,22 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
 
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}
-    # Refresh reads every resource back; nothing of the tier may look changed afterwards. (Only the tier's
-    # resources are checked: the Redis user's read reports its categories as drift after every refresh.)
+    # Refresh reads every resource back; nothing may look changed afterwards.
+    stack.refresh(color="never")
+    assert postgres_changes(stack) == []
+    stack.preview(color="never", expect_no_changes=True)
+
+    # A database behind its files (here: the last ledger row removed): the preview lists the pending file.
+    with connect(target, DATABASE) as conn:
+        last = conn.execute(
+            "DELETE FROM pm_meta.schema_migrations WHERE version = (SELECT max(version) "
+            "FROM pm_meta.schema_migrations) RETURNING *"
+        ).fetchone()
+    stack.refresh(color="never")
+    preview = stack.preview(color="never", diff=True)
+    assert re.search(rf"\+ {re.escape(last[1])}\s*: \"{last[2]}\"", preview.stdout), preview.stdout
+    with connect(target, DATABASE) as conn:
+        conn.execute("INSERT INTO pm_meta.schema_migrations VALUES (%s, %s, %s, %s, %s, %s)", list(last))
     stack.refresh(color="never")
     assert postgres_changes(stack) == []
 
@@ -112,6 +127,7 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
         conn.execute("DROP POLICY tenant_fence ON app.campaigns")
         conn.execute(f"GRANT TRUNCATE ON app.leads TO {PREFIX}_oltp_app")
         conn.execute(f"ALTER ROLE {PREFIX}_oltp_app PASSWORD 'tampered-password'")
+        conn.execute(f"ALTER ROLE {PREFIX}_oltp_migrator PASSWORD 'tampered-password'")
     stack.refresh(color="never")
     with pytest.raises(auto.CommandError):
         stack.preview(color="never", expect_no_changes=True)
@@ -123,6 +139,7 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
 
     assert sorted(postgres_changes(stack)) == [
         ("update", "Role::penguinmails-postgres-oltp-app"),
+        ("update", "Role::penguinmails-postgres-oltp-migrator"),
         ("update", "SchemaMigrations::penguinmails-postgres-oltp-migrations"),
     ]
 
@@ -143,6 +160,7 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
             app.execute("TRUNCATE app.leads")
     stack.refresh(color="never")
     assert postgres_changes(stack) == []
+    stack.preview(color="never", expect_no_changes=True)
     # Refresh rewrote the stored inputs too: the passwords must still be secrets there.
     assert_no_plaintext_secrets(tmp_path, password, devenv_env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 import redis
 from pulumi import automation as auto
@@ -21,10 +23,13 @@ def _redis_admin(env: dict[str, str]) -> redis.Redis:
 
 
 def test_stack_up_preview_refresh_destroy(tmp_path, devenv_env):
-    queue_user = "pm-itest-queue"
+    # A fresh stack name per run: database and role names derive from it, so a killed earlier run's
+    # leftovers cannot collide with this one.
+    stack_name = f"itest{secrets.token_hex(3)}"
+    queue_user = f"pm-{stack_name}-queue"
     stack = project_stack(
         tmp_path,
-        "itest",
+        stack_name,
         config={"environment": "dev", "redis": {"queue_user": queue_user, "port": 6390}},
     )
     admin = _redis_admin(devenv_env)
@@ -66,7 +71,7 @@ def test_stack_up_preview_refresh_destroy(tmp_path, devenv_env):
 
     stack.destroy(color="never")
     assert not admin.execute_command("ACL", "GETUSER", queue_user)
-    stack.workspace.remove_stack("itest")
+    stack.workspace.remove_stack(stack_name)
 
 
 def test_bad_config_fails_preview_naming_the_key_before_any_resource(tmp_path, devenv_env):

@@ -197,3 +197,11 @@ def test_resource_hashes_roles_in_the_program_and_marks_secret_vars_secret(mocks
         assert args.inputs["stack"] == "dev"
 
     return pulumi.Output.all(playbook.content_hash, playbook.urn).apply(check)
+
+
+def test_numbers_that_went_through_pulumi_as_doubles_reach_ansible_as_ints(fake_run):
+    provider = resources.AnsiblePlaybookProvider()
+    outs = provider.create(_news(vars={"postfix_message_size_limit_mb": 25.0}, timeout_seconds=600.0)).outs
+    assert fake_run[0]["extra_vars"] == {"postfix_message_size_limit_mb": 25}
+    assert type(fake_run[0]["timeout"]) is int
+    assert provider.diff("id", outs, _news(vars={"postfix_message_size_limit_mb": 25})).changes is False

@@ -191,3 +191,13 @@ def test_run_refuses_unknown_playbooks_and_bad_variable_names_before_running():
     assert "playbook: 'site.yml' must be one of mailhost.yml, mailu.yml" in text
     assert "vars.Bad-Name: not a valid Ansible variable name" in text
     assert "secret_vars.ansible_user: set through the hosts and connection settings" in text
+
+
+def test_whole_floats_from_pulumi_become_ints_again():
+    assert runner.whole_numbers({"a": 25.0, "b": [1.5, 2.0], "c": {"d": True, "e": "3.0"}}) == {
+        "a": 25,
+        "b": [1.5, 2],
+        "c": {"d": True, "e": "3.0"},
+    }
+    assert type(runner.whole_numbers(25.0)) is int
+    assert runner.vars_digest({"x": 25}, {}, "s") == runner.vars_digest({"x": 25.0}, {}, "s")

@@ -153,3 +153,19 @@ def test_migrations_diff_tolerates_unknown_values_in_a_preview():
     result = provider.diff("m", migrations(), migrations(migrations=rpc.UNKNOWN, owner=rpc.UNKNOWN))
     assert result.changes is True
     assert provider.check({}, migrations(owner=rpc.UNKNOWN)).failures == []
+
+
+def test_a_refresh_diff_against_a_ledger_behind_the_files_is_not_an_error():
+    """During a refresh the engine diffs the state with what read() found: the ledger, not the files."""
+    provider = SchemaMigrationsProvider()
+    state = migrations()
+    ledger_behind = migrations(migrations=dict(list(state["migrations"].items())[:-1]))
+    result = provider.diff("m", state, ledger_behind)
+    assert result.changes is True
+
+
+def test_a_hosted_database_name_may_use_capitals_and_hyphens_but_roles_may_not():
+    ok = {"tier": "oltp", "database": "PenguinMails-OLTP", "owner": "pm_prod_oltp_migrator", "drift": []}
+    assert DatabaseProvider().check({}, ok).failures == []
+    assert failures(DatabaseProvider().check({}, {**ok, "database": "bad name;"}))["database"]
+    assert failures(RoleProvider().check({}, role(role="Pm-App")))["role"]

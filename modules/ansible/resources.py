@@ -20,6 +20,7 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic as dynamic
+from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
 from modules.ansible import runner
@@ -32,8 +33,9 @@ RESULT_KEYS = ("host_results", "changed", "run_count", "last_run_seconds", "inve
 
 
 def has_unknown(value: Any) -> bool:
-    """True while a value is not known yet (preview before the fleet exists)."""
-    if value == UNKNOWN:
+    """True while a value is not known yet (preview before the fleet exists): an ``Unknown`` object (check
+    and diff deserialize with unknowns kept) or the wire sentinel string."""
+    if isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN):
         return True
     if isinstance(value, Mapping):
         return any(has_unknown(v) for v in value.values())

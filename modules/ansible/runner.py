@@ -470,8 +470,10 @@ def run_playbook(
     private = Path(tempfile.mkdtemp(prefix="penguinmails-ansible-"))
     private.chmod(0o700)
     events: list[dict] = []
+    seen = [0]
 
     def keep_event(event: dict) -> bool:
+        seen[0] += 1
         if event.get("event") in ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"):
             events.append(event)
         if on_event is not None:
@@ -479,20 +481,12 @@ def run_playbook(
         return True
 
     started = time.monotonic()
-    import pexpect as _px  # DEBUG-TEMP
-    _orig_close = _px.spawn.close  # DEBUG-TEMP
-    def _close(self, force=True):  # DEBUG-TEMP
-        _orig_close(self, force)  # DEBUG-TEMP
-        with open("/tmp/pmans/debug.txt", "a") as _f:  # DEBUG-TEMP
-            _f.write(f"{stack} exit={self.exitstatus} sig={self.signalstatus} before={self.before!r:.300}\n")  # DEBUG-TEMP
-    _px.spawn.close = _close  # DEBUG-TEMP
     try:
         inventory_file = private / "inventory.yml"
         inventory_file.write_text(inventory_text)
         files = [_write_private_json(private, "vars.json", extra_vars or {})]
         if secret_vars:
             files.append(_write_private_json(private, "secrets.json", secret_vars))
-        cmdline = " ".join(f"-e @{path}" for path in files)
         envvars = {
             "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts),
@@ -507,23 +501,28 @@ def run_playbook(
         }
         if forks:
             envvars["ANSIBLE_FORKS"] = str(forks)
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            project_dir=str(ANSIBLE_DIR),
-            playbook=f"playbooks/{playbook}",
-            inventory=str(inventory_file),
-            cmdline=cmdline,
-            envvars=envvars,
-            limit=limit,
-            quiet=True,
-            artifact_dir=str(artifacts),
-            rotate_artifacts=KEEP_ARTIFACTS,
-            timeout=timeout,
-            event_handler=keep_event,
+        settings = {
+            "private_data_dir": str(private),
+            "project_dir": str(ANSIBLE_DIR),
+            "playbook": f"playbooks/{playbook}",
+            "inventory": str(inventory_file),
+            "cmdline": " ".join(f"-e @{path}" for path in files),
+            "envvars": envvars,
+            "limit": limit,
+            "quiet": True,
+            "artifact_dir": str(artifacts),
+            "rotate_artifacts": KEEP_ARTIFACTS,
+            "timeout": timeout,
+            "event_handler": keep_event,
             # Not the per-run cache ansible-runner would put in the artifacts: ansible.cfg's jsonfile
             # cache in the folder set above, so re-runs skip fact gathering.
-            fact_cache_type=None,
-        )
+            "fact_cache_type": None,
+        }
+        runner = ansible_runner.run(**settings)
+        if runner.rc is None and seen[0] == 0:
+            # ansible-playbook ended without a single event and without an exit status (seen twice in
+            # engine runs, cause unknown): nothing ran on any host, so starting it once more is safe.
+            runner = ansible_runner.run(**settings)
         _scrub_command_artifact(Path(runner.config.artifact_dir), envvars)
     except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
         raise AnsibleError(
@@ -539,14 +538,16 @@ def run_playbook(
         failures=failures_from_events(events, secrets),
         artifact_dir=str(Path(runner.config.artifact_dir)),
     )
-    if run.status != "successful" or run.rc != 0:
+    if run.status != "successful" or run.rc != 0 or not run.hosts:
+        raise _failure(stack, playbook, run)
+    if any(stats.failed or stats.unreachable for stats in run.hosts.values()):
         raise _failure(stack, playbook, run)
     return run
 
 
 def _failure(stack: str, playbook: str, run: PlaybookRun) -> AnsibleRunFailed:
     where = f"AnsiblePlaybook[{stack}]: playbooks/{playbook}"
-    if run.status == "timeout":
+    if run.status == "timeout" or run.rc == 254:
         return AnsibleRunFailed(f"{where} timed out after {run.duration_seconds:.0f} s", run=run)
     if run.failures:
         first = run.failures[0]
@@ -559,6 +560,8 @@ def _failure(stack: str, playbook: str, run: PlaybookRun) -> AnsibleRunFailed:
             task=first.task,
             run=run,
         )
-    return AnsibleRunFailed(
-        f"{where} ended with status {run.status} (rc {run.rc}); see {run.artifact_dir}/stdout", run=run
-    )
+    if not run.hosts:
+        reason = f"ansible-playbook reported no host results (status {run.status}, rc {run.rc})"
+    else:
+        reason = f"ended with status {run.status} (rc {run.rc})"
+    return AnsibleRunFailed(f"{where}: {reason}; see {run.artifact_dir}/stdout", run=run)

@@ -205,3 +205,12 @@ def test_numbers_that_went_through_pulumi_as_doubles_reach_ansible_as_ints(fake_
     assert fake_run[0]["extra_vars"] == {"postfix_message_size_limit_mb": 25}
     assert type(fake_run[0]["timeout"]) is int
     assert provider.diff("id", outs, _news(vars={"postfix_message_size_limit_mb": 25})).changes is False
+
+
+def test_unknown_objects_from_the_engine_are_recognised_in_check_and_diff():
+    from pulumi.output import Unknown
+
+    provider = resources.AnsiblePlaybookProvider()
+    news = _news(secret_vars=Unknown(), hosts=[{**HOSTS[0], "ip": Unknown()}])
+    assert provider.check({}, news).failures == []
+    assert provider.diff("id", {"content_hash": "c1"}, news).changes is True

@@ -132,7 +132,7 @@ def test_handlers_check_before_they_reload(role):
     assert checked, f"{role}: no handler topic checks before reloading"
     for handlers_of_topic in checked:
         first, *rest = handlers_of_topic
-        assert ("ansible.builtin.command" in first or "ansible.builtin.shell" in first)
+        assert "ansible.builtin.command" in first or "ansible.builtin.shell" in first
         assert first.get("changed_when") is False
         assert all("ansible.builtin.service" in h for h in rest)
 

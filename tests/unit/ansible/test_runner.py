@@ -201,3 +201,14 @@ def test_whole_floats_from_pulumi_become_ints_again():
     }
     assert type(runner.whole_numbers(25.0)) is int
     assert runner.vars_digest({"x": 25}, {}, "s") == runner.vars_digest({"x": 25.0}, {}, "s")
+
+
+def test_a_run_without_host_results_is_a_failure():
+    killed = runner._failure("dev", "mailhost.yml", runner.PlaybookRun("failed", -1, 0.5, artifact_dir="/a"))
+    assert "reported no host results (status failed, rc -1)" in str(killed)
+    empty = runner._failure(
+        "dev", "mailhost.yml", runner.PlaybookRun("successful", 0, 0.5, artifact_dir="/a")
+    )
+    assert "reported no host results" in str(empty)
+    timeout = runner._failure("dev", "mailhost.yml", runner.PlaybookRun("failed", 254, 1800.0))
+    assert "timed out after 1800 s" in str(timeout)

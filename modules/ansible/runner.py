@@ -8,6 +8,8 @@ that handle secrets carry ``no_log``, so the events and the stdout artifact hold
 results instead of the values, and every message this module raises is passed through :func:`redact`.
 
 A failed run raises :class:`AnsibleRunFailed` naming the first failing (or unreachable) host and task.
+ansible-runner itself runs in a short-lived worker process (``python -m modules.ansible.runner``), never
+inside the Pulumi provider process, whose gRPC threads make forking unsafe.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,6 +440,67 @@ def _scrub_command_artifact(artifact_dir: Path, envvars: Mapping[str, str]) -> N
     path.write_text(json.dumps(recorded))
 
 
+FAILURE_EVENTS = ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed")
+WORKER_GRACE_SECONDS = 120
+
+
+def _execute(settings: dict[str, Any]) -> dict[str, Any]:
+    """Run ansible-runner once, here; return what the caller needs as JSON-able data.
+
+    Called in a fresh worker process (see :func:`run_playbook`), never in a Pulumi provider process.
+    """
+    import ansible_runner
+
+    failures: list[dict] = []
+    seen = [0]
+
+    def keep_event(event: dict) -> bool:
+        seen[0] += 1
+        if event.get("event") in FAILURE_EVENTS:
+            failures.append({"event": event["event"], "event_data": event.get("event_data") or {}})
+        return True
+
+    def once() -> Any:
+        return ansible_runner.run(**settings, event_handler=keep_event)
+
+    runner = once()
+    if runner.rc is None and seen[0] == 0:
+        # ansible-playbook ended without a single event and without an exit status: nothing ran on any
+        # host, so starting it once more is safe.
+        runner = once()
+    _scrub_command_artifact(Path(runner.config.artifact_dir), settings["envvars"])
+    return {
+        "status": str(runner.status),
+        "rc": runner.rc,
+        "stats": runner.stats,
+        "failures": failures,
+        "artifact_dir": str(runner.config.artifact_dir),
+    }
+
+
+def _run_worker(private: Path, settings: dict[str, Any], timeout: int) -> dict[str, Any]:
+    """``python -m modules.ansible.runner <settings>`` and its JSON answer.
+
+    ansible-runner forks ansible-playbook through a pty. Forking a Pulumi provider process, whose gRPC
+    threads are running, can kill the child before it execs (gRPC's fork handlers; seen as a run with no
+    output and no exit status). A fresh interpreter started with subprocess (vfork + exec) has no such
+    threads, so the fork happens there.
+    """
+    request, answer = private / "request.json", private / "answer.json"
+    request.write_text(json.dumps({"settings": settings, "answer": str(answer)}))
+    done = subprocess.run(
+        [sys.executable, "-m", "modules.ansible.runner", str(request)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout + WORKER_GRACE_SECONDS,
+    )
+    if done.returncode != 0 or not answer.exists():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise AnsibleError(f"the ansible-runner worker failed (exit {done.returncode}): {tail}")
+    return json.loads(answer.read_text())
+
+
 def run_playbook(
     playbook: str,
     inventory_text: str,
@@ -447,7 +511,6 @@ def run_playbook(
     timeout: int = DEFAULT_TIMEOUT,
     limit: str | None = None,
     forks: int | None = None,
-    on_event: Callable[[dict], None] | None = None,
 ) -> PlaybookRun:
     """Run ``playbooks/<playbook>`` against ``inventory_text``; raise :class:`AnsibleRunFailed` on failure.
 
@@ -455,8 +518,6 @@ def run_playbook(
     ansible-playbook as ``-e @file``. Artifacts are kept under ``.cache/ansible/artifacts/<stack>``
     (the last few runs) for on-call; the secret values are not in them.
     """
-    import ansible_runner
-
     reasons = playbook_problems(playbook) + vars_problems(extra_vars, "vars")
     reasons += vars_problems(secret_vars, "secret_vars")
     if reasons:
@@ -469,17 +530,6 @@ def run_playbook(
         folder.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="penguinmails-ansible-"))
     private.chmod(0o700)
-    events: list[dict] = []
-    seen = [0]
-
-    def keep_event(event: dict) -> bool:
-        seen[0] += 1
-        if event.get("event") in ("runner_on_failed", "runner_on_unreachable", "runner_item_on_failed"):
-            events.append(event)
-        if on_event is not None:
-            on_event(event)
-        return True
-
     started = time.monotonic()
     try:
         inventory_file = private / "inventory.yml"
@@ -513,30 +563,24 @@ def run_playbook(
             "artifact_dir": str(artifacts),
             "rotate_artifacts": KEEP_ARTIFACTS,
             "timeout": timeout,
-            "event_handler": keep_event,
             # Not the per-run cache ansible-runner would put in the artifacts: ansible.cfg's jsonfile
             # cache in the folder set above, so re-runs skip fact gathering.
             "fact_cache_type": None,
         }
-        runner = ansible_runner.run(**settings)
-        if runner.rc is None and seen[0] == 0:
-            # ansible-playbook ended without a single event and without an exit status (seen twice in
-            # engine runs, cause unknown): nothing ran on any host, so starting it once more is safe.
-            runner = ansible_runner.run(**settings)
-        _scrub_command_artifact(Path(runner.config.artifact_dir), envvars)
-    except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
+        result = _run_worker(private, settings, timeout)
+    except (OSError, ValueError, subprocess.SubprocessError, AnsibleError) as exc:
         raise AnsibleError(
             f"AnsiblePlaybook[{stack}]: could not run playbooks/{playbook}: {redact(str(exc), *secrets)}"
         ) from None
     finally:
         shutil.rmtree(private, ignore_errors=True)
     run = PlaybookRun(
-        status=str(runner.status),
-        rc=int(runner.rc if runner.rc is not None else -1),
+        status=result["status"],
+        rc=int(result["rc"] if result["rc"] is not None else -1),
         duration_seconds=round(time.monotonic() - started, 2),
-        hosts=stats_by_host(runner.stats),
-        failures=failures_from_events(events, secrets),
-        artifact_dir=str(Path(runner.config.artifact_dir)),
+        hosts=stats_by_host(result["stats"]),
+        failures=failures_from_events(result["failures"], secrets),
+        artifact_dir=result["artifact_dir"],
     )
     if run.status != "successful" or run.rc != 0 or not run.hosts:
         raise _failure(stack, playbook, run)
@@ -565,3 +609,15 @@ def _failure(stack: str, playbook: str, run: PlaybookRun) -> AnsibleRunFailed:
     else:
         reason = f"ended with status {run.status} (rc {run.rc})"
     return AnsibleRunFailed(f"{where}: {reason}; see {run.artifact_dir}/stdout", run=run)
+
+
+def main(argv: list[str]) -> int:
+    """The worker: ``python -m modules.ansible.runner <request.json>`` (see :func:`_run_worker`)."""
+    request = json.loads(Path(argv[0]).read_text())
+    answer = _execute(request["settings"])
+    Path(request["answer"]).write_text(json.dumps(answer, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

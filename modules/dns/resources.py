@@ -35,6 +35,9 @@ from modules.dns.validators import validate_records
 from modules.providers import ProviderSettings
 
 RECORDSET_REPLACE_KEYS = ("zone", "server", "port", "backend", "route53_zone_id")
+# Inputs added after a record set was first created read as their default, so upgrading the toolkit does
+# not replace (and briefly unpublish) every zone.
+RECORDSET_DEFAULTS = {"backend": "rfc2136", "route53_zone_id": None}
 RECORDSET_UPDATE_KEYS = ("tsig_key_name", "tsig_algorithm", "max_change_share", "adopt_existing")
 FORCE_ENV = "PENGUINMAILS_DNS_FORCE"
 
@@ -172,13 +175,20 @@ class DnsRecordSetProvider(dynamic.ResourceProvider):
         return dynamic.CheckResult(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
-        replaces = [key for key in RECORDSET_REPLACE_KEYS if olds.get(key) != news.get(key)]
+        def value(props: dict[str, Any], key: str) -> Any:
+            return props.get(key, RECORDSET_DEFAULTS.get(key))
+
+        replaces = [key for key in RECORDSET_REPLACE_KEYS if value(olds, key) != value(news, key)]
         changed = replaces + [key for key in RECORDSET_UPDATE_KEYS if olds.get(key) != news.get(key)]
         if has_unknown(news.get("records")) or comparable(olds.get("records")) != comparable(
             news.get("records")
         ):
             changed.append("records")
-        return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+        # The same zone replaced in place (another backend or address of the same server) must be deleted
+        # first: created first, the new set would claim the identical records and the old set's delete
+        # would then remove them.
+        same_zone = olds.get("zone") == news.get("zone")
+        return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=same_zone)
 
     def _apply(self, props: dict[str, Any], owned: set[str]) -> list[str]:
         zone = props["zone"]

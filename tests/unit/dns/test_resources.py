@@ -112,6 +112,24 @@ def test_diff_ignores_bookkeeping_and_order_and_replaces_on_zone_change():
     assert provider.diff("acme.test", olds, changed).changes is True
     moved = {**checked, "zone": "other.test"}
     assert provider.diff("acme.test", olds, moved).replaces == ["zone"]
+    assert provider.diff("acme.test", olds, moved).delete_before_replace is False
+
+
+def test_state_from_before_an_input_existed_reads_as_its_default():
+    provider = DnsRecordSetProvider()
+    checked = provider.check({}, props(GOOD)).inputs
+    old_state = {k: v for k, v in checked.items() if k not in ("backend", "route53_zone_id")}
+    assert provider.diff("acme.test", old_state, {**checked, "backend": "rfc2136"}).changes is False
+
+
+def test_same_zone_replaced_in_place_is_deleted_before_it_is_recreated():
+    # Created first, the new set would claim the identical records and the old set's delete would
+    # remove them: the zone would end up empty (seen on the dev stack).
+    provider = DnsRecordSetProvider()
+    checked = provider.check({}, props(GOOD)).inputs
+    diff = provider.diff("acme.test", checked, {**checked, "port": 5354})
+    assert diff.replaces == ["port"]
+    assert diff.delete_before_replace is True
 
 
 def test_secret_comes_from_the_environment_only_for_the_matching_key(monkeypatch):

@@ -61,6 +61,9 @@ def run() -> dict:
     finally:
         lab.close()
         shutil.rmtree(folder, ignore_errors=True)
+        for stack in (f"{lab.prefix}-one", f"{lab.prefix}-five"):
+            for kind in ("facts", "artifacts"):
+                shutil.rmtree(runner.state_dir() / kind / stack, ignore_errors=True)
     stats = first_run.hosts["mx-1"]
     return {
         "host_create_seconds": create_one,

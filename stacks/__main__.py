@@ -35,3 +35,5 @@ if platform.mail_dns is not None:
     pulumi.export("mta_sts_policies", platform.mail_dns.mta_sts_policies)
     pulumi.export("ptr_records", platform.mail_dns.ptr_records)
     pulumi.export("dns_verification", platform.mail_dns.verification)
+# Per-host ok/changed/failed of the last mail-host convergence.
+pulumi.export("mail_host_results", platform.mail_hosts.host_results if platform.mail_hosts else {})

@@ -7,6 +7,7 @@ touch each other's (or the dev stack's) hosts.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -86,7 +87,10 @@ class Lab:
         return runner.render_inventory(inventory, self.prefix, playbook)
 
     def close(self) -> None:
+        """Remove the hosts, and the facts and run artifacts kept for this lab's stack name."""
         self.podman.clear()
+        for kind in ("facts", "artifacts"):
+            shutil.rmtree(runner.state_dir() / kind / self.prefix, ignore_errors=True)
 
 
 def native_host_vars(host: dict[str, str], domains: list[str]) -> dict[str, Any]:

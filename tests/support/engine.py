@@ -6,6 +6,7 @@ test's ``Pulumi.<stack>.yaml`` never lands in the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -49,7 +50,7 @@ def project_stack(
     stack = auto.Stack.create(stack_name, workspace)
     values: dict[str, auto.ConfigValue] = {}
     for key, value in (config or {}).items():
-        text = value if isinstance(value, str) else __import__("json").dumps(value)
+        text = value if isinstance(value, str) else json.dumps(value)
         values[f"penguinmails:{key}"] = auto.ConfigValue(text)
     for key, value in (secrets or {}).items():
         values[f"penguinmails:{key}"] = auto.ConfigValue(value, secret=True)

@@ -51,6 +51,7 @@ class HostwindsService(Service):
         podman_prefix: str = "pm-vps",
         persist: bool = True,
         faults: str | None = None,
+        processing_seconds: float = 0.0,
     ):
         super().__init__(root, port)
         self.backend = backend or os.environ.get("PENGUINMAILS_HOSTWINDS_BACKEND", "podman")
@@ -64,6 +65,7 @@ class HostwindsService(Service):
         self.podman_prefix = podman_prefix
         self.persist = persist
         self.faults = faults
+        self.processing_seconds = processing_seconds
 
     @property
     def endpoint(self) -> str:
@@ -120,6 +122,7 @@ class HostwindsService(Service):
             "--host", self.host, "--port", str(self.port),
             "--backend", self.backend, "--podman-prefix", self.podman_prefix,
             "--build-seconds", str(self.build_seconds), "--delete-seconds", str(self.delete_seconds),
+            "--processing-seconds", str(self.processing_seconds),
             "--api-key-file", str(self.dir / "api.key"),
             "--ssh-key", f"{OPERATOR_KEY_NAME}={public}",
         ]  # fmt: skip

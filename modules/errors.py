@@ -43,3 +43,17 @@ class EngineError(ToolkitError):
 
 class DevenvError(ToolkitError):
     """A local embedded service could not be started, stopped or reached."""
+
+
+class PartialFailure(ToolkitError):
+    """A create or update failed after something real came to exist (an order was placed, a server built).
+
+    The provider host records ``id`` and ``outs`` in the stack's state as a resource with an
+    initialization error, so the next ``pulumi up`` updates that resource (and finds what was ordered)
+    instead of creating, and paying for, a second one; ``destroy`` deletes it.
+    """
+
+    def __init__(self, message: str, id_: str, outs: dict):
+        super().__init__(message)
+        self.id = id_
+        self.outs = dict(outs)

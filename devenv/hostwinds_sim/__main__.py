@@ -27,6 +27,7 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
         build_seconds=args.build_seconds,
         delete_seconds=args.delete_seconds,
         resize_seconds=args.resize_seconds,
+        processing_seconds=args.processing_seconds,
     )
     api_key = Path(args.api_key_file).read_text().strip()
     if not api_key:
@@ -49,6 +50,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--build-seconds", type=float, default=5.0)
     parser.add_argument("--delete-seconds", type=float, default=0.5)
     parser.add_argument("--resize-seconds", type=float, default=None)
+    parser.add_argument(
+        "--processing-seconds", type=float, default=0.0, help="order processing: an order shows after this"
+    )
     parser.add_argument("--api-key-file", required=True)
     parser.add_argument("--state-file", default=None, help="keep the account here across restarts")
     parser.add_argument("--faults", default=None, help="JSON, e.g. '{\"error_rate\": 0.2}'")

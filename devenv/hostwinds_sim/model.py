@@ -7,6 +7,11 @@ Answers use the shapes of the real API (see ``shared/reference/hostwinds-api.md`
 
 Time moves lazily: an instance in BUILD becomes ACTIVE when its build time has passed *and* its backend
 reported an address; every read advances the state first. All methods take the account lock.
+
+Order processing: an ordered instance stays invisible for ``processing_seconds`` (like a real order that
+sits in the billing queue): the API neither lists it nor knows its service id, and its build time only
+starts when it shows up. The simulator's own listing (``own_listing``) shows every instance, with
+``visible``, so tests can count pending orders too.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 LOCATIONS = [
@@ -142,6 +148,17 @@ class Instance:
     resize_from: int = 0
     delete_at: float = 0.0
     backend_deleted: bool = False
+    # When the order is processed and the API starts to show the instance (0: always visible, which is
+    # also what snapshots written before this field load as).
+    visible_at: float = 0.0
+    # Made by /_sim/foreign (someone ordered it in the portal), not by add_instance.
+    foreign: bool = False
+
+    def new_identity(self) -> None:
+        """A rebuilt server: new UUID, root password and config key (the service id stays)."""
+        self.password = secrets.token_urlsafe(18)
+        self.configkey = secrets.token_hex(16)
+        self.server_uuid = str(uuid.uuid4())
 
 
 @dataclass
@@ -191,9 +208,11 @@ class Account:
         resize_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         hourly_enabled: bool = True,
+        processing_seconds: float = 0.0,
     ):
         self.backend = backend
         self.build_seconds = build_seconds
+        self.processing_seconds = processing_seconds
         self.delete_seconds = delete_seconds
         self.resize_seconds = resize_seconds
         self.clock = clock
@@ -204,6 +223,9 @@ class Account:
         self.orders: dict[int, UpgradeOrder] = {}
         self.next_sid = 240001
         self.next_invoice = 880001
+        # Instances add_instance created, ever (a terminated one still counts), in all and by label.
+        self.order_count = 0
+        self.order_labels: Counter[str] = Counter()
         self.on_change: Callable[[], None] = lambda: None
         # Asked once per build: True makes that build end in ERROR (fault injection).
         self.build_fails: Callable[[], bool] = lambda: False
@@ -230,6 +252,15 @@ class Account:
             for inst in list(self.instances.values()):
                 self._advance(inst)
 
+    def visible(self, inst: Instance) -> bool:
+        """Whether the API shows ``inst`` yet (its order has been processed)."""
+        return self.clock() >= inst.visible_at
+
+    def _shown(self) -> list[Instance]:
+        """The instances the API shows, by service id, state advanced."""
+        self.advance_all()
+        return [i for i in sorted(self.instances.values(), key=lambda i: i.sid) if self.visible(i)]
+
     def _get(self, params: dict[str, list[str]], action: str) -> Instance:
         raw = _param(params, "serviceid") or _param(params, "sid")
         sid = _int(raw)
@@ -237,7 +268,7 @@ class Account:
         if inst is not None:
             self._advance(inst)
             inst = self.instances.get(sid)
-        if inst is None:
+        if inst is None or not self.visible(inst):
             raise SimError("A valid serviceid is required.", action, "342432")
         return inst
 
@@ -309,6 +340,9 @@ class Account:
                 row = {
                     "serviceid": inst.sid,
                     "srvrname": inst.srvrname,
+                    "visible": self.visible(inst),
+                    "foreign": inst.foreign,
+                    "server_uuid": inst.server_uuid,
                     "status": inst.status,
                     "main_ip": inst.main_ip,
                     "ip_v6": inst.ip_v6,
@@ -336,16 +370,25 @@ class Account:
                 "orders": {str(sid): asdict(o) for sid, o in self.orders.items()},
                 "next_sid": self.next_sid,
                 "next_invoice": self.next_invoice,
+                "order_count": self.order_count,
+                "order_labels": dict(self.order_labels),
                 "backend": self.backend.snapshot(),
             }
 
     def restore(self, data: dict[str, Any]) -> None:
+        known = {f.name for f in fields(Instance)}
         with self.lock:
-            self.instances = {row["sid"]: Instance(**row) for row in data.get("instances", [])}
+            # Fields a snapshot lacks take their defaults; fields this version does not know are dropped.
+            self.instances = {
+                row["sid"]: Instance(**{k: v for k, v in row.items() if k in known})
+                for row in data.get("instances", [])
+            }
             self.keys = dict(data.get("keys", {}))
             self.orders = {int(sid): UpgradeOrder(**o) for sid, o in data.get("orders", {}).items()}
             self.next_sid = int(data.get("next_sid", self.next_sid))
             self.next_invoice = int(data.get("next_invoice", self.next_invoice))
+            self.order_count = int(data.get("order_count", self.order_count))
+            self.order_labels = Counter({str(k): int(v) for k, v in data.get("order_labels", {}).items()})
             self.backend.restore(data.get("backend", {}))
 
     def resume_background_work(self) -> None:
@@ -353,7 +396,7 @@ class Account:
         with self.lock:
             for inst in list(self.instances.values()):
                 if inst.status == "BUILD" and not inst.backend_ip and not inst.build_error:
-                    self._start_build(inst)
+                    self._start_build(inst, faultable=not inst.foreign)
                 elif inst.status == "DELETING" and not inst.backend_deleted:
                     self.backend.destroy(inst.sid, self._destroyed(inst.sid))
 
@@ -362,6 +405,99 @@ class Account:
         with self.lock:
             self.keys[name] = public_key.strip()
         self.on_change()
+
+    # -- out-of-band changes (admin endpoints, no API call) ----------------------------------------------
+
+    def replace(self, sid: int, change_ip: bool = False) -> Instance:
+        """Rebuild instance ``sid`` behind the client's back: same service id, new server UUID, root
+        password and config key, status ACTIVE again; with ``change_ip`` it also gets a new main IP.
+
+        Raises ValueError (unknown, pending, being deleted or never built) or SimError (the backend
+        cannot change the IP). Only the identity changes: a podman container is kept as it is.
+        """
+        with self.lock:
+            inst = self.instances.get(sid)
+            if inst is not None:
+                self._advance(inst)
+                inst = self.instances.get(sid)
+            if inst is None:
+                raise ValueError(f"no instance {sid}")
+            if not self.visible(inst):
+                raise ValueError(f"instance {sid} is still an order being processed")
+            if inst.status in GONE_STATES:
+                raise ValueError(f"instance {sid} is being deleted")
+            if not inst.backend_ip:
+                raise ValueError(f"instance {sid} has no server yet ({inst.status}); nothing to replace")
+            if change_ip:
+                old = inst.main_ip
+                inst.backend_ip = self.backend.change_ip(sid)
+                inst.rdns.pop(old, None)
+            inst.new_identity()
+            inst.status, inst.build_error = "ACTIVE", ""
+            inst.main_ip = inst.backend_ip
+            inst.ip_v6 = inst.ip_v6 or self.backend.ipv6(sid)
+            inst.ready_at = min(inst.ready_at, self.clock())
+        self.on_change()
+        return inst
+
+    def add_foreign(
+        self,
+        srvrname: str,
+        location_id: int,
+        image: str,
+        rid: int,
+        keys: list[str] | None = None,
+        billingcycle: str = "monthly",
+    ) -> int:
+        """An instance someone ordered in the portal: visible at once, no build time, not counted as an
+        order, never hit by build faults. It is ACTIVE as soon as the backend reports an address (at once
+        for ``memory``; a podman container is built first, like any other instance).
+        """
+        template = next((i["uuid"] for i in IMAGES if image in (i["uuid"], i["slug"])), None)
+        if template is None:
+            raise ValueError(f"unknown image {image!r} (known: {', '.join(i['slug'] for i in IMAGES)})")
+        if location_id not in {loc["id"] for loc in LOCATIONS}:
+            raise ValueError(f"unknown location_id {location_id!r}")
+        if rid not in PLANS:
+            raise ValueError(f"unknown rid {rid!r} (known: {', '.join(map(str, PLANS))})")
+        if billingcycle not in BILLING_CYCLES:
+            raise ValueError(f"unknown billingcycle {billingcycle!r}")
+        if not srvrname.strip():
+            raise ValueError("srvrname must not be empty")
+        with self.lock:
+            missing = [key for key in keys or [] if key not in self.keys]
+            if missing:
+                raise ValueError(f"unknown account SSH key(s): {', '.join(missing)}")
+            sid = self.next_sid
+            self.next_sid += 1
+            now = self.clock()
+            inst = Instance(
+                sid=sid,
+                srvrname=srvrname.strip(),
+                location_id=location_id,
+                template_uuid=template,
+                rid=rid,
+                billingcycle=billingcycle,
+                keys=list(keys or []),
+                created_at=now,
+                ready_at=now,
+                visible_at=now,
+                foreign=True,
+            )
+            self.instances[sid] = inst
+            self._start_build(inst, faultable=False)
+            self._advance(inst)
+        self.on_change()
+        return sid
+
+    def status_of(self, sid: int) -> str:
+        """The current status of ``sid`` ("" when it is gone), state advanced."""
+        with self.lock:
+            inst = self.instances.get(sid)
+            if inst is None:
+                return ""
+            self._advance(inst)
+            return inst.status if sid in self.instances else ""
 
     # -- dispatch ----------------------------------------------------------------------------------------
 
@@ -469,6 +605,7 @@ class Account:
             raise SimError("Quantity must be between 1 and 10", act)
         srvrname = _param(params, "srvrname") or ""
         now = self.clock()
+        visible_at = now + self.processing_seconds
         invoice = self.next_invoice
         self.next_invoice += 1
         for _ in range(qty):
@@ -483,21 +620,24 @@ class Account:
                 billingcycle=cycle,
                 keys=list(keys),
                 created_at=now,
-                ready_at=now + self.build_seconds,
+                visible_at=visible_at,
+                ready_at=visible_at + self.build_seconds,
             )
             self.instances[sid] = inst
+            self.order_count += 1
+            self.order_labels[inst.srvrname] += 1
             self._start_build(inst)
         return [
             {"result": "success", "action": "Invoice Paid", "message": f"Invoice #{invoice} has been paid."},
             {"result": "success", "action": act, "message": "Server is being Created!"},
         ]
 
-    def _start_build(self, inst: Instance) -> None:
+    def _start_build(self, inst: Instance, faultable: bool = True) -> None:
         sid = inst.sid
         public_keys = [self.keys[name] for name in inst.keys if name in self.keys]
 
         def done(ip: str, error: str) -> None:
-            if not error and self.build_fails():
+            if not error and faultable and self.build_fails():
                 ip, error = "", "build failed (injected fault)"
             with self.lock:
                 current = self.instances.get(sid)
@@ -518,8 +658,7 @@ class Account:
         return done
 
     def _a_get_instances(self, params):
-        self.advance_all()
-        return {"success": [self.render(i) for i in sorted(self.instances.values(), key=lambda i: i.sid)]}
+        return {"success": [self.render(i) for i in self._shown()]}
 
     def _a_get_instance(self, params):
         return {"success": self.render(self._get(params, "Get Instance"))}
@@ -529,13 +668,12 @@ class Account:
         return {"success": True}
 
     def _a_get_instance_ids(self, params):
-        self.advance_all()
         search = (_param(params, "search") or "").lower()
         location = _int(_param(params, "location_id"))
         limit = max(1, min(_int(_param(params, "limit")) or 50, 500))
         page = max(1, _int(_param(params, "page")) or 1)
         rows = []
-        for inst in sorted(self.instances.values(), key=lambda i: i.sid):
+        for inst in self._shown():
             haystack = f"{inst.srvrname} hwsrv-{inst.sid} {inst.main_ip}".lower()
             if (search and search not in haystack) or (location and inst.location_id != location):
                 continue

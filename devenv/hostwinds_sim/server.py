@@ -1,20 +1,41 @@
 """The simulator's HTTP front end: ``POST /cloud/api.php`` like the real endpoint, plus admin endpoints.
 
-Fault injection (all rates are shares between 0 and 1, changeable at run time):
+Fault injection (all rates are shares between 0 and 1, changeable at run time), in the order a call meets
+them:
 
 * ``latency_ms`` / ``jitter_ms``: added before each API call is answered;
-* ``error_rate``: a 5xx HTML page instead of an answer, *nothing applied* (a proxy error);
+* ``rate_limit_per_second``: a token bucket over every API call (burst ``max(1, rate)``; 0 = off); a call
+  over the limit is *not applied* and answered HTTP 429 with ``Retry-After: <retry_after_seconds>``;
+* ``throttle_rate``: the same 429 with ``Retry-After`` at random, nothing applied;
 * ``unauthorized_rate``: ``"Not Authorized!"``, nothing applied (an allow-list hiccup);
+* ``error_rate``: a 5xx HTML page instead of an answer, *nothing applied* (a proxy error);
 * ``drop_rate``: for ``drop_actions`` (default ``add_instance``) the call *is applied* and then the answer
   is lost: a 502 HTML page or, with ``drop_mode: "close"``, a connection closed without an answer;
+* ``mutating_drop_rate``: the same lost answer for every other mutating action (``Account.MUTATING``
+  minus ``drop_actions``); like ``drop_rate`` it only hits calls that were applied;
 * ``build_error_rate``: a build ends in ERROR instead of ACTIVE;
-* ``actions``: when not empty, ``error_rate`` and ``unauthorized_rate`` only hit these actions.
+* ``retry_after_seconds`` (default 1, >= 0): the ``Retry-After`` of every 429 (a fraction is sent as
+  is, e.g. ``0.2``, which real servers would not do: it keeps tests fast);
+* ``actions``: when not empty, ``throttle_rate``, ``error_rate`` and ``unauthorized_rate`` only hit these
+  actions.
+
+The call log records each fault as the outcome ``fault:<kind>`` (``fault:429``, ``fault:502``,
+``fault:dropped``, ``fault:unauthorized``, …).
 
 Admin endpoints (loopback only, no key; never faulted): ``GET /_sim/health``, ``GET|POST /_sim/faults``,
-``GET /_sim/log[?since=N]``, ``POST /_sim/log/clear``, ``GET /_sim/stats`` (calls by action and outcome),
-``GET /_sim/instances[?secrets=1]`` (the simulator's own listing, for counting duplicates and orphans),
-``POST /_sim/config`` (``build_seconds``, ``delete_seconds``, ``resize_seconds``), ``POST /_sim/keys``
-(register an account SSH key, as the portal would).
+``GET /_sim/log[?since=N]``, ``POST /_sim/log/clear``, ``GET /_sim/stats`` (calls by action and outcome,
+plus ``orders``: instances ``add_instance`` ever created, and ``orders_by_label``),
+``GET /_sim/instances[?secrets=1]`` (the simulator's own listing, for counting duplicates and orphans:
+every instance, also orders still being processed, with ``visible`` and ``foreign``),
+``POST /_sim/config`` (``build_seconds``, ``delete_seconds``, ``resize_seconds``, ``processing_seconds``:
+how long an order stays invisible to the API), ``POST /_sim/keys`` (register an account SSH key, as the
+portal would), ``POST /_sim/replace {"serviceid": N[, "change_ip": true]}`` (the server is rebuilt
+behind our back: same service id, new ``server_uuid``, root password and config key, ACTIVE; answers
+``{"serviceid", "server_uuid", "main_ip"}``) and ``POST /_sim/foreign {"srvrname", "location_id",
+"image", "rid"[, "keys", "billingcycle", "wait_seconds"]}`` (an instance ordered by a person in the
+portal, a decoy for adoption by label: visible at once, no build time, not counted in ``orders``; answers
+``{"serviceid", "status"}`` once it is ACTIVE, or still BUILD after ``wait_seconds``, default 120, when a
+podman container takes longer).
 """
 
 from __future__ import annotations
@@ -26,6 +47,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +62,28 @@ API_PATH = "/cloud/api.php"
 LOG_LIMIT = 200_000
 # Request fields never written to the call log.
 HIDDEN_PARAMS = frozenset({"API", "password", "public_key"})
+_RATES = (
+    "error_rate",
+    "unauthorized_rate",
+    "drop_rate",
+    "mutating_drop_rate",
+    "throttle_rate",
+    "build_error_rate",
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class Reply:
+    """One API answer: ``body`` None means the connection is closed without one."""
+
+    status: int
+    content_type: str
+    body: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +93,10 @@ class Faults:
     error_rate: float = 0.0
     unauthorized_rate: float = 0.0
     drop_rate: float = 0.0
+    mutating_drop_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after_seconds: float = 1.0
+    rate_limit_per_second: float = 0.0
     build_error_rate: float = 0.0
     drop_actions: list[str] = field(default_factory=lambda: ["add_instance"])
     drop_mode: str = "502"
@@ -67,13 +115,17 @@ class Faults:
         values = asdict(base or cls()) if not data.get("reset") else asdict(cls())
         values.update({k: v for k, v in data.items() if k != "reset"})
         faults = cls(**values)
-        for name in ("error_rate", "unauthorized_rate", "drop_rate", "build_error_rate"):
+        for name in _RATES:
             rate = getattr(faults, name)
-            if not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            if not _number(rate) or not 0 <= rate <= 1:
                 raise ValueError(f"{name} must be a share between 0 and 1, got {rate!r}")
         for name in ("latency_ms", "jitter_ms"):
-            if not isinstance(getattr(faults, name), int | float) or getattr(faults, name) < 0:
+            if not _number(getattr(faults, name)) or getattr(faults, name) < 0:
                 raise ValueError(f"{name} must be a number of milliseconds >= 0")
+        for name in ("retry_after_seconds", "rate_limit_per_second"):
+            value = getattr(faults, name)
+            if not _number(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if faults.drop_mode not in ("502", "close"):
             raise ValueError("drop_mode must be '502' or 'close'")
         return faults
@@ -90,6 +142,7 @@ class Simulator:
         port: int = 8930,
         faults: Faults | None = None,
         state_file: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.account = account
         self.api_key = api_key
@@ -100,6 +153,10 @@ class Simulator:
         self._save_lock = threading.Lock()
         self.calls: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._seq = 0
+        # The rate limit's token bucket (``clock`` only drives it, so tests can move time).
+        self._clock = clock
+        self._tokens = max(1.0, float(self._faults.rate_limit_per_second))
+        self._refilled = clock()
         if state_file is not None and state_file.exists():
             account.restore(json.loads(state_file.read_text()))
         account.on_change = self.save
@@ -150,10 +207,28 @@ class Simulator:
 
     def set_faults(self, data: dict[str, Any]) -> Faults:
         with self._lock:
+            old_rate = self._faults.rate_limit_per_second
             self._faults = Faults.from_dict(data, self._faults)
             if "seed" in data or data.get("reset"):
                 self._random = random.Random(self._faults.seed)
+            if self._faults.rate_limit_per_second != old_rate:  # a new limit starts with a full bucket
+                self._tokens = max(1.0, float(self._faults.rate_limit_per_second))
+                self._refilled = self._clock()
             return self._faults
+
+    def take_token(self, rate: float) -> bool:
+        """False when the call is over ``rate`` calls per second (burst ``max(1, rate)``); 0 = no limit."""
+        if rate <= 0:
+            return True
+        with self._lock:
+            now = self._clock()
+            burst = max(1.0, float(rate))
+            self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            return False
 
     def roll(self, rate: float) -> bool:
         if rate <= 0:
@@ -186,7 +261,15 @@ class Simulator:
             calls = list(self.calls)
         by_action = Counter(c["action"] for c in calls)
         by_outcome = Counter(c["outcome"] for c in calls)
-        return {"total": len(calls), "by_action": dict(by_action), "by_outcome": dict(by_outcome)}
+        with self.account.lock:
+            orders, by_label = self.account.order_count, dict(self.account.order_labels)
+        return {
+            "total": len(calls),
+            "by_action": dict(by_action),
+            "by_outcome": dict(by_outcome),
+            "orders": orders,
+            "orders_by_label": by_label,
+        }
 
     def clear_log(self) -> None:
         with self._lock:
@@ -194,8 +277,8 @@ class Simulator:
 
     # -- one API call ------------------------------------------------------------------------------------
 
-    def api(self, params: dict[str, list[str]]) -> tuple[int, str, bytes | None]:
-        """(HTTP status, content type, body or None to drop the connection) for one API request."""
+    def api(self, params: dict[str, list[str]]) -> Reply:
+        """The answer to one API request (body None: drop the connection)."""
         started = time.time()
         action = (params.get("action") or [""])[0]
         faults = self.faults
@@ -203,28 +286,90 @@ class Simulator:
         if delay:
             time.sleep(delay / 1000)
         targeted = not faults.actions or action in faults.actions
+        if not self.take_token(faults.rate_limit_per_second) or (
+            targeted and self.roll(faults.throttle_rate)
+        ):
+            self.record(action, params, "fault:429", started)
+            seconds = faults.retry_after_seconds
+            shown = str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+            return Reply(429, "text/html", _html_error(429), {"Retry-After": shown})
         if targeted and self.roll(faults.unauthorized_rate):
             self.record(action, params, "fault:unauthorized", started)
-            return 200, "application/json", _json(_not_authorized())
+            return Reply(200, "application/json", _json(_not_authorized()))
         if targeted and self.roll(faults.error_rate):
             status = self._random.choice((500, 502, 503))
             self.record(action, params, f"fault:{status}", started)
-            return status, "text/html", _html_error(status)
+            return Reply(status, "text/html", _html_error(status))
         if (params.get("API") or [""])[0] != self.api_key:
             self.record(action, params, "unauthorized", started)
-            return 200, "application/json", _json(_not_authorized())
+            return Reply(200, "application/json", _json(_not_authorized()))
         try:
             answer = self.account.call(action, params)
             outcome = "ok"
         except SimError as exc:
             answer, outcome = exc.answer(), "error"
-        if outcome == "ok" and action in faults.drop_actions and self.roll(faults.drop_rate):
+        if outcome == "ok" and self.roll(self._drop_rate(faults, action)):
             self.record(action, params, "fault:dropped", started)
             if faults.drop_mode == "close":
-                return 0, "", None
-            return 502, "text/html", _html_error(502)
+                return Reply(0, "", None)
+            return Reply(502, "text/html", _html_error(502))
         self.record(action, params, outcome, started)
-        return 200, "application/json", _json(answer)
+        return Reply(200, "application/json", _json(answer))
+
+    @staticmethod
+    def _drop_rate(faults: Faults, action: str) -> float:
+        """How likely the answer to an applied ``action`` is lost."""
+        if action in faults.drop_actions:
+            return faults.drop_rate
+        if action in Account.MUTATING:
+            return faults.mutating_drop_rate
+        return 0.0
+
+    # -- out-of-band changes -----------------------------------------------------------------------------
+
+    def replace(self, data: dict[str, Any]) -> dict[str, Any]:
+        sid = _whole(data, "serviceid")
+        change_ip = data.get("change_ip", False)
+        if not isinstance(change_ip, bool):
+            raise ValueError("change_ip must be true or false")
+        inst = self.account.replace(sid, change_ip=change_ip)
+        return {"serviceid": sid, "server_uuid": inst.server_uuid, "main_ip": inst.main_ip}
+
+    def foreign(self, data: dict[str, Any]) -> dict[str, Any]:
+        known = {"srvrname", "location_id", "image", "rid", "keys", "billingcycle", "wait_seconds"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        keys = data.get("keys") or []
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("keys must be a list of account SSH key names")
+        wait = data.get("wait_seconds", 120)
+        if not _number(wait) or wait < 0:
+            raise ValueError("wait_seconds must be a number >= 0")
+        sid = self.account.add_foreign(
+            srvrname=str(data["srvrname"]),
+            location_id=_whole(data, "location_id"),
+            image=str(data["image"]),
+            rid=_whole(data, "rid"),
+            keys=keys,
+            billingcycle=str(data.get("billingcycle") or "monthly"),
+        )
+        deadline = time.monotonic() + wait
+        status = self.account.status_of(sid)
+        while status == "BUILD" and time.monotonic() < deadline:  # a podman container is being built
+            time.sleep(0.2)
+            status = self.account.status_of(sid)
+        return {"serviceid": sid, "status": status}
+
+
+def _whole(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{key} must be a whole number, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
 
 
 def _json(value: Any) -> bytes:
@@ -236,7 +381,12 @@ def _not_authorized() -> dict[str, str]:
 
 
 def _html_error(status: int) -> bytes:
-    titles = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Unavailable"}
+    titles = {
+        429: "429 Too Many Requests",
+        500: "500 Internal Server Error",
+        502: "502 Bad Gateway",
+        503: "503 Service Unavailable",
+    }
     title = titles.get(status, f"{status} Error")
     page = f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center></body></html>"
     return page.encode()
@@ -250,8 +400,12 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s " + format, self.address_string(), *args)
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
+        def _send(
+            self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -268,12 +422,12 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             if path == API_PATH:
                 params = parse_qs(self._body().decode("utf-8", "replace"), keep_blank_values=True)
-                status, content_type, body = sim.api(params)
-                if body is None:
+                reply = sim.api(params)
+                if reply.body is None:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self._send(status, content_type, body)
+                self._send(reply.status, reply.content_type, reply.body, reply.headers)
                 return
             if not path.startswith("/_sim/"):
                 self._send(404, "text/html", _html_error(404))
@@ -292,10 +446,18 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 elif path == "/_sim/keys":
                     sim.account.ensure_key(str(data["name"]), str(data["public_key"]))
                     self._send_json({"ok": True})
+                elif path == "/_sim/replace":
+                    self._send_json(sim.replace(data))
+                elif path == "/_sim/foreign":
+                    self._send_json(sim.foreign(data))
                 else:
                     self._send_json({"error": f"unknown admin endpoint {path}"}, 404)
-            except (ValueError, KeyError, TypeError) as exc:
+            except KeyError as exc:
+                self._send_json({"error": f"missing field {exc}"}, 400)
+            except (ValueError, TypeError) as exc:
                 self._send_json({"error": str(exc)}, 400)
+            except SimError as exc:
+                self._send_json({"error": exc.message}, 409)
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
@@ -322,16 +484,24 @@ def _timing(account: Account) -> dict[str, Any]:
         "build_seconds": account.build_seconds,
         "delete_seconds": account.delete_seconds,
         "resize_seconds": account.resize_seconds,
+        "processing_seconds": account.processing_seconds,
     }
 
 
+_SETTINGS = ("build_seconds", "delete_seconds", "resize_seconds", "processing_seconds")
+
+
 def _configure(account: Account, data: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(data) - {"build_seconds", "delete_seconds", "resize_seconds"})
+    """Change timings; ``processing_seconds`` and ``build_seconds`` apply to orders placed afterwards."""
+    unknown = sorted(set(data) - set(_SETTINGS))
     if unknown:
-        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(_SETTINGS)})")
     for key, value in data.items():
-        if value is not None and (not isinstance(value, int | float) or value < 0):
+        if value is None and key == "resize_seconds":  # None: half the build time
+            continue
+        if not _number(value) or value < 0:
             raise ValueError(f"{key} must be a number of seconds >= 0")
-        with account.lock:
+    with account.lock:
+        for key, value in data.items():
             setattr(account, key, value)
     return _timing(account)

@@ -25,6 +25,7 @@ from pulumi.runtime.rpc import UNKNOWN
 
 from modules.ansible import runner
 from modules.errors import ValidationError
+from modules.providers import ProviderSettings
 
 DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT
 # Inputs that make up the inventory; a change to any of them re-runs the playbook.
@@ -56,7 +57,7 @@ def inventory_file_name(stack: str, playbook: str) -> str:
     return stack if playbook == "mailhost.yml" else f"{stack}-{playbook.removesuffix('.yml')}"
 
 
-def render(props: Mapping[str, Any]) -> str:
+def render(props: Mapping[str, Any], settings: ProviderSettings | None = None) -> str:
     playbook = props["playbook"]
     inventory = runner.build_inventory(
         list(props["hosts"]),
@@ -65,12 +66,17 @@ def render(props: Mapping[str, Any]) -> str:
         group_vars=props.get("group_vars") or {},
         connection=runner.Connection.from_dict(props.get("connection")),
         known_hosts_default=runner.state_dir() / f"known_hosts-{props['stack']}",
+        settings=settings,
     )
     return runner.render_inventory(inventory, props["stack"], playbook)
 
 
 class AnsiblePlaybookProvider(dynamic.ResourceProvider):
     """Validates in check, decides in diff from the three hashes, runs ansible-runner in create/update."""
+
+    def configure(self, req: dynamic.ConfigureRequest) -> None:
+        # The stack's environment decides whether the devenv's SSH key may be used (dev stacks only).
+        self.settings = ProviderSettings.from_request(req)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         failures: list[dynamic.CheckFailure] = []
@@ -126,7 +132,7 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
 
     def _run(self, props: dict[str, Any], salt: str, run_count: int) -> dict[str, Any]:
         props = runner.whole_numbers(props)
-        text = render(props)
+        text = render(props, getattr(self, "settings", None))
         stack, playbook = props["stack"], props["playbook"]
         path = runner.write_inventory(inventory_file_name(stack, playbook), text)
         hosts = props.get("hosts") or []

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from modules.errors import ToolkitError, ValidationError
-from modules.providers import redact
+from modules.providers import ProviderSettings, redact
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO_ROOT / "ansible"
@@ -112,9 +112,11 @@ class Connection:
                 reasons.append(f"connection.{key}: must be an absolute path, got {value!r}")
         return reasons
 
-    def key_file(self) -> str | None:
-        """The private key: the input, else ``$PENGUINMAILS_FLEET_SSH_PRIVATE_KEY`` (devenv exports it)."""
-        return self.private_key_file or os.environ.get(SSH_KEY_ENV) or None
+    def key_file(self, settings: ProviderSettings | None = None) -> str | None:
+        """The private key: the input, else on a dev stack the devenv's operator key
+        (``$PENGUINMAILS_FLEET_SSH_PRIVATE_KEY``). Other stacks never offer that key: without the input,
+        ssh uses its own keys and agent."""
+        return self.private_key_file or (settings or ProviderSettings()).dev_env(SSH_KEY_ENV) or None
 
     def ssh_common_args(self, known_hosts_default: Path) -> str:
         if self.host_key_checking == "off":
@@ -195,8 +197,13 @@ def build_inventory(
     group_vars: Mapping[str, Any] | None = None,
     connection: Connection | None = None,
     known_hosts_default: Path | None = None,
+    settings: ProviderSettings | None = None,
 ) -> dict[str, Any]:
-    """The YAML inventory as data: one group, connection settings, and per-host variables."""
+    """The YAML inventory as data: one group, connection settings, and per-host variables.
+
+    ``settings`` (the provider's stack config; dev when omitted) decides whether the devenv's SSH key
+    applies (see :meth:`Connection.key_file`).
+    """
     reasons = host_problems(hosts) + vars_problems(group_vars, "group_vars")
     connection = connection or Connection()
     reasons += connection.problems()
@@ -223,7 +230,7 @@ def build_inventory(
             known_hosts_default or ANSIBLE_DIR / "inventory" / "known_hosts"
         ),
     }
-    key_file = connection.key_file()
+    key_file = connection.key_file(settings)
     if key_file:
         all_vars["ansible_ssh_private_key_file"] = key_file
     all_vars.update(group_vars or {})

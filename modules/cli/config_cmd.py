@@ -13,9 +13,18 @@ from modules.config.model import StackConfig
 app = typer.Typer(no_args_is_help=True, help="Stack configuration.")
 
 
+def credentials(config: StackConfig) -> str:
+    """Where the providers of this stack take their endpoints and secrets from (README: Configuration)."""
+    if config.environment == "dev":
+        return "devenv variables (tools/env.sh) first, then config and secret config"
+    named = ", ".join(f"{key}={name}" for key, name in sorted(config.secrets_from_env.items()))
+    return "config and secret config only" + (f"; CI variables {named}" if named else "")
+
+
 def summary(config: StackConfig) -> list[str]:
     domains = [domain.name for _, domain in config.sending_domains()]
     return [
+        f"credentials  {credentials(config)}",
         f"environment  {config.environment}",
         f"fleet        {config.fleet.nodes} node(s): {', '.join(config.fleet.node_names()) or '-'}",
         "postgres     " + ", ".join(f"{tier}={cfg.mode}" for tier, cfg in config.postgres.tiers().items()),

@@ -15,14 +15,16 @@ from typing import Any
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from modules.config import model
 from modules.config.model import StackConfig
 from modules.errors import ConfigError
 
 NAMESPACE = "penguinmails"
 
 # Secret config values: read only as Pulumi secrets, never part of the model, and refused in plain text.
-SECRET_KEYS = frozenset({"hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret"})
-SECTIONS = frozenset(StackConfig.model_fields)
+SECRET_KEYS = frozenset(model.SECRET_KEYS)
+# Top-level config keys, as spelt in the stack file (``secretsFromEnv`` is an alias).
+SECTIONS = frozenset(field.alias or name for name, field in StackConfig.model_fields.items())
 
 
 def _key(loc: Iterable[Any]) -> str:
@@ -38,7 +40,8 @@ def _key(loc: Iterable[Any]) -> str:
 
 
 def _describe(error: Mapping[str, Any]) -> list[str]:
-    loc = [p for p in error.get("loc", ()) if p not in ("", "__root__")]
+    # "[key]" marks a mapping key that failed (secretsFromEnv): the key before it is the one to name.
+    loc = [p for p in error.get("loc", ()) if p not in ("", "__root__", "[key]")]
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
         return [f"{_key(loc)}: unknown key (check the spelling; see modules/config/model.py)"]
@@ -48,7 +51,8 @@ def _describe(error: Mapping[str, Any]) -> list[str]:
         # Cross-section checks report several reasons at once, each already naming its key.
         return [f"{NAMESPACE}:{reason.strip()}" for reason in message.split("; ")]
     shown = error.get("input")
-    got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+    quiet = isinstance(shown, dict | list) or shown is None or "[key]" in error.get("loc", ())
+    got = "" if quiet else f" (got {shown!r})"
     return [f"{_key(loc)}: {message}{got}"]
 
 

@@ -6,7 +6,8 @@ validated before the Pulumi program creates or reads any resource, so a typo fai
 and the reason instead of half-way through an update.
 
 Secrets (API keys, admin passwords, TSIG keys) are *not* fields here: they are read as Pulumi secrets by
-:mod:`modules.config.loader` and never pass through this model in plain text.
+:mod:`modules.config.loader` and never pass through this model in plain text. ``secretsFromEnv`` only
+names the CI variables that may carry them on staging and production stacks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -23,6 +24,13 @@ HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 SELECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 TIERS = ("oltp", "content", "analytics", "queue")
+# Secret config values (``pulumi config set --secret KEY``); they never pass through the model.
+SECRET_KEYS = ("hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret")
+# What ``secretsFromEnv`` may name: every secret key, and one PostgreSQL admin password per tier.
+SECRETS_FROM_ENV_KEYS = (*SECRET_KEYS, *(f"postgresAdminPassword.{tier}" for tier in TIERS))
+# The devenv exports PENGUINMAILS_* variables; a staging or production stack must never read them.
+DEVENV_PREFIX = "PENGUINMAILS_"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def _check_hostname(value: str) -> str:
@@ -364,6 +372,31 @@ class MailConfig(Strict):
     dkim_rotation_overlap_days: float = Field(default=7, ge=0, le=90)
 
 
+def _secret_from_env_key(key: str) -> str:
+    if key not in SECRETS_FROM_ENV_KEYS:
+        raise ValueError(f"{key!r} is not a secret config key (known: {', '.join(SECRETS_FROM_ENV_KEYS)})")
+    return key
+
+
+def _ci_variable_name(name: str) -> str:
+    if not ENV_NAME_RE.match(name):
+        raise ValueError(
+            "must be an environment variable name (letters, digits, '_'; not starting with a digit)"
+        )
+    if name.upper().startswith(DEVENV_PREFIX):
+        raise ValueError(
+            f"{DEVENV_PREFIX}* variables belong to the local devenv (tools/env.sh exports them); "
+            "name a variable that CI sets, e.g. CI_HOSTWINDS_API_KEY"
+        )
+    return name
+
+
+# Secret config key → the environment variable CI sets for it (staging and production stacks only).
+SecretsFromEnv = dict[
+    Annotated[str, AfterValidator(_secret_from_env_key)], Annotated[str, AfterValidator(_ci_variable_name)]
+]
+
+
 class StackConfig(Strict):
     """The whole stack. ``environment`` picks the embedded dev stack or a production one."""
 
@@ -375,10 +408,18 @@ class StackConfig(Strict):
     dns: DnsConfig = DnsConfig()
     tenants: list[TenantConfig] = Field(default_factory=list)
     mail: MailConfig = MailConfig()
+    # Staging/production: where CI hands a secret over instead of the secret config value (the secret
+    # config value wins when both are set). A dev stack reads the devenv's variables instead.
+    secrets_from_env: SecretsFromEnv = Field(default_factory=dict, alias="secretsFromEnv")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
         reasons: list[str] = []
+        if self.environment == "dev" and self.secrets_from_env:
+            reasons.append(
+                "secretsFromEnv: only staging and production stacks read CI variables (a dev stack takes "
+                "its credentials from the devenv variables of tools/env.sh or from its secret config)"
+            )
         slugs = [t.slug for t in self.tenants]
         for slug in sorted({s for s in slugs if slugs.count(s) > 1}):
             reasons.append(f"tenants: slug {slug!r} is used by more than one tenant")

@@ -8,9 +8,10 @@ does; deleting the whole resource (destroy, or removing it from the program) is 
 such and is not guarded. Refresh reads the zone back with a TSIG-signed AXFR, so out-of-band edits of
 our records show as drift.
 
-The TSIG secret is never an input: the provider reads ``PENGUINMAILS_TSIG_SECRET`` (when
-``PENGUINMAILS_TSIG_KEY_NAME`` is unset or names the zone's key) or the secret config ``tsigSecret``
-(one secret, or a JSON object mapping key names to secrets).
+The TSIG secret is never an input: the provider reads the secret config ``tsigSecret`` (one secret, or a
+JSON object mapping key names to secrets). On a dev stack the devenv's ``PENGUINMAILS_TSIG_SECRET`` comes
+first (when ``PENGUINMAILS_TSIG_KEY_NAME`` is unset or names the zone's key); a staging or production
+stack never reads it and falls back to the CI variable ``secretsFromEnv.tsigSecret`` names.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from modules.dns.errors import DnsAuthError, DnsConflict, DnsSafetyError, DnsZon
 from modules.dns.lookup import lookup_for
 from modules.dns.records import Record, RecordError, expired, merge, normalize_name
 from modules.dns.rfc2136 import ALGORITHMS, SECRET_HINT, Rfc2136Client, TsigKey
+from modules.dns.route53 import ENDPOINT_ENV as ROUTE53_ENDPOINT_ENV
 from modules.dns.route53 import Route53Client
 from modules.dns.validators import validate_records
 from modules.providers import ProviderSettings
@@ -39,7 +41,11 @@ RECORDSET_REPLACE_KEYS = ("zone", "server", "port", "backend", "route53_zone_id"
 # not replace (and briefly unpublish) every zone.
 RECORDSET_DEFAULTS = {"backend": "rfc2136", "route53_zone_id": None}
 RECORDSET_UPDATE_KEYS = ("tsig_key_name", "tsig_algorithm", "max_change_share", "adopt_existing")
+# An operator's deliberate override (never exported by the devenv), honoured on every stack.
 FORCE_ENV = "PENGUINMAILS_DNS_FORCE"
+TSIG_KEY_NAME_ENV = "PENGUINMAILS_TSIG_KEY_NAME"
+TSIG_SECRET_ENV = "PENGUINMAILS_TSIG_SECRET"  # noqa: S105 - a variable name
+TSIG_SECRET_KEY = "tsigSecret"  # noqa: S105 - a config key
 
 
 def _now() -> dt.datetime:
@@ -117,22 +123,31 @@ class DnsRecordSetProvider(dynamic.ResourceProvider):
     def configure(self, req: dynamic.ConfigureRequest) -> None:
         self.settings = ProviderSettings.from_request(req)
 
+    def _settings(self) -> ProviderSettings:
+        return getattr(self, "settings", None) or ProviderSettings()
+
     def _secret(self, key_name: str) -> str:
-        settings = getattr(self, "settings", ProviderSettings())
-        env_name = os.environ.get("PENGUINMAILS_TSIG_KEY_NAME")
-        env_secret = os.environ.get("PENGUINMAILS_TSIG_SECRET")
+        """Dev: the devenv's key (when it names this key), else ``tsigSecret``; staging/production:
+        ``tsigSecret``, else the CI variable ``secretsFromEnv.tsigSecret`` names (same format)."""
+        settings = self._settings()
+        env_name = settings.dev_env(TSIG_KEY_NAME_ENV)
+        env_secret = settings.dev_env(TSIG_SECRET_ENV)
         if env_secret and (not env_name or env_name == key_name):
             return env_secret
-        configured = settings.get("tsigSecret")
-        if isinstance(configured, dict):
-            configured = configured.get(key_name)
+
+        def for_key(value: Any) -> Any:
+            return value.get(key_name) if isinstance(value, dict) else value
+
+        configured = for_key(settings.get(TSIG_SECRET_KEY)) or for_key(settings.ci_secret(TSIG_SECRET_KEY))
         if not configured:
             raise DnsAuthError(f"no TSIG secret for key {key_name!r}: set {SECRET_HINT}")
         return str(configured)
 
     def _client(self, props: dict[str, Any]) -> Rfc2136Client | Route53Client:
         if props.get("backend") == "route53":
-            return Route53Client(props.get("route53_zone_id") or None)
+            # Only a dev stack may be pointed elsewhere (moto); other stacks talk to Route 53 itself.
+            endpoint = self._settings().endpoint(ROUTE53_ENDPOINT_ENV, None)
+            return Route53Client(props.get("route53_zone_id") or None, endpoint_url=endpoint)
         key = TsigKey(props["tsig_key_name"], self._secret(props["tsig_key_name"]), props["tsig_algorithm"])
         return Rfc2136Client(props["server"], int(props["port"]), key)
 

@@ -38,7 +38,9 @@ from modules.dns.records import from_rdata, slot_key, slot_of, to_rdata
 ALGORITHMS = {"hmac-sha256": dns.tsig.HMAC_SHA256, "hmac-sha512": dns.tsig.HMAC_SHA512}
 # Leave room below the 64 KiB TCP message limit for the header, the zone section and the TSIG record.
 MAX_MESSAGE_BYTES = 60000
-SECRET_HINT = "PENGUINMAILS_TSIG_SECRET or the secret config value tsigSecret"  # noqa: S105 - names the settings, holds no secret
+# Names the settings, holds no secret.
+_HINT = "the secret config value tsigSecret (dev stacks: PENGUINMAILS_TSIG_SECRET first; staging/production: "
+SECRET_HINT = _HINT + "else the CI variable named in secretsFromEnv.tsigSecret)"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Route 53 changes whole RRsets, so each touched RRset becomes a ``DELETE`` of its
 compare-and-swap: Route 53 refuses the whole batch when the RRset changed since it was read) followed by a
 ``CREATE`` of the new content, foreign values included. A run is one change batch per zone (split only
 past Route 53's 1,000 changes per batch). Credentials come from boto3's usual chain (``AWS_*`` variables,
-profile, instance role); ``PENGUINMAILS_ROUTE53_ENDPOINT`` points it elsewhere (moto in tests).
+profile, instance role). ``endpoint_url`` points it elsewhere (moto in tests); the record-set provider
+passes ``PENGUINMAILS_ROUTE53_ENDPOINT`` on a dev stack only.
 """
 
 from __future__ import annotations
@@ -64,13 +65,13 @@ class Route53Client:
         from botocore.config import Config
 
         self.zone_id = zone_id
-        self.where = endpoint_url or os.environ.get(ENDPOINT_ENV) or "route53"
+        self.where = endpoint_url or "route53"
         self.counters = Counters()
         # The RRsets as last read, verbatim: a DELETE must repeat them exactly (values in their order).
         self._read: dict[tuple[str, str], dict[str, Any]] = {}
         self._client = boto3.client(
             "route53",
-            endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
+            endpoint_url=endpoint_url or None,
             region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 3}),
         )

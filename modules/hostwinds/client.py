@@ -6,6 +6,10 @@ data as ``{"success": …}``, accepted changes as ``[{"result": "success", …}]
 below, retries only transient failures of idempotent actions (with jittered exponential backoff), and
 keeps the API key, root passwords and config keys out of every log line and message: the instance
 objects it returns never carry those fields.
+
+An HTTP 429 is the one failure that proves nothing was applied, so a rate-limited call is repeated for
+every action, ``add_instance`` included, after the pause its ``Retry-After`` asks for (capped by
+``max_retry_after``), up to ``rate_limit_retries`` times and apart from the retry budget above.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -64,6 +70,9 @@ _NOT_FOUND = re.compile(
     r"valid service ?id is required|service ?id is required|not found|does not exist|no such", re.I
 )
 _TRANSIENT = re.compile(r"try again|temporar|time ?out|maintenance|busy|overload", re.I)
+# The pause after a 429 when its Retry-After is missing or unreadable, and the default cap on it.
+DEFAULT_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
 
 # Every secret value this process has seen (API keys, root passwords, config keys), for redaction.
 _SEEN_SECRETS: set[str] = set()
@@ -120,6 +129,33 @@ class HostwindsTransient(HostwindsError):
         self.maybe_applied = maybe_applied
 
 
+class HostwindsRateLimited(HostwindsTransient):
+    """HTTP 429: the call was refused before it was applied; ``retry_after`` is the pause asked for (s)."""
+
+    def __init__(self, message: str, action: str = "", retry_after: float = DEFAULT_RETRY_AFTER):
+        super().__init__(message, action, maybe_applied=False)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or an HTTP-date); None when unreadable.
+
+    A date in the past is 0 s. Fractions ("0.5") are accepted although HTTP only defines whole seconds.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 def as_list(value: Any) -> list[Any]:
     """PHP arrays arrive as JSON lists or as objects keyed "0", "1", …: accept both (and None)."""
     if value is None or value is True or value is False:
@@ -168,11 +204,30 @@ def _html_excerpt(body: bytes) -> str:
     return " ".join(text.split())[:160]
 
 
-def interpret(action: str, status: int, body: bytes) -> Any:
-    """Turn one HTTP answer into data, or raise the matching typed error (pure: no I/O)."""
+def interpret(
+    action: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    max_retry_after: float = MAX_RETRY_AFTER,
+) -> Any:
+    """Turn one HTTP answer into data, or raise the matching typed error (pure: no I/O).
+
+    ``headers`` (names in any case) are only read for a 429's ``Retry-After``.
+    """
     if status in (401, 403):
         raise HostwindsUnauthorized(f"Hostwinds {action}: HTTP {status} (key refused)", action)
-    if status == 429 or status >= 500:
+    if status == 429:
+        raw = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+        asked = parse_retry_after(raw)
+        pause = min(max_retry_after, DEFAULT_RETRY_AFTER if asked is None else asked)
+        raise HostwindsRateLimited(
+            f"Hostwinds {action}: HTTP 429 (rate limited, nothing applied; retry after {pause:g} s): "
+            f"{_html_excerpt(body)}",
+            action,
+            retry_after=pause,
+        )
+    if status >= 500:
         raise HostwindsTransient(f"Hostwinds {action}: HTTP {status}: {_html_excerpt(body)}", action)
     if not 200 <= status < 300:
         raise HostwindsInvalidRequest(f"Hostwinds {action}: HTTP {status}: {_html_excerpt(body)}", action)
@@ -217,6 +272,8 @@ class HostwindsClient:
         retries: int = 3,
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
+        rate_limit_retries: int = 5,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ):
         if not api_key:
             raise HostwindsUnauthorized(
@@ -234,13 +291,16 @@ class HostwindsClient:
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.rate_limit_retries = rate_limit_retries
+        self.max_retry_after = max_retry_after
 
     def __repr__(self) -> str:
         return f"HostwindsClient({self.endpoint!r}, api_key='***')"
 
     # -- transport -------------------------------------------------------------------------------------
 
-    def _send(self, action: str, body: bytes) -> tuple[int, bytes]:
+    def _send(self, action: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """(HTTP status, body, headers with lower-case names) of one POST, or HostwindsTransient."""
         parts = self._parts
         port = parts.port or (443 if parts.scheme == "https" else 80)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -274,7 +334,7 @@ class HostwindsClient:
                 conn.request("POST", path, body, headers)
                 answer = conn.getresponse()
                 data = answer.read(MAX_ANSWER_BYTES)
-                return answer.status, data
+                return answer.status, data, {k.lower(): v for k, v in answer.getheaders()}
             except TimeoutError:
                 raise HostwindsTransient(
                     f"Hostwinds {action}: no answer within {self.timeout:g} s", action
@@ -290,6 +350,11 @@ class HostwindsClient:
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
+    @staticmethod
+    def _rate_limit_pause(retry_after: float) -> float:
+        """``retry_after`` plus a little jitter (up to 10 % + 50 ms), so waiting clients do not align."""
+        return retry_after + random.uniform(0, 0.1 * retry_after + 0.05)
+
     def _post(self, action: str, **params: Any) -> Any:
         """POST one action; return its data or raise a typed :class:`HostwindsError`."""
         fields: list[tuple[str, str]] = [("action", action), ("API", self._api_key)]
@@ -303,18 +368,43 @@ class HostwindsClient:
         body = urlencode(fields).encode()
         shown = " ".join(f"{k}={v}" for k, v in fields if k not in SECRET_PARAMS and k != "action")
         attempts = 1 + (self.retries if action in IDEMPOTENT_ACTIONS else 0)
-        for attempt in range(attempts):
+        attempt = limited = 0  # transient failures (retried for idempotent actions only) / 429s (all)
+        while True:
             started = time.monotonic()
             log.debug("Hostwinds → %s %s", action, scrub(shown))
             try:
-                status, data = self._send(action, body)
-                result = interpret(action, status, data)
+                status, data, headers = self._send(action, body)
+                result = interpret(action, status, data, headers, max_retry_after=self.max_retry_after)
+            except HostwindsRateLimited as exc:
+                elapsed = (time.monotonic() - started) * 1000
+                if limited >= self.rate_limit_retries:
+                    log.debug(
+                        "Hostwinds ✗ %s after %.0f ms: %s (rate limited %d times, giving up)",
+                        action,
+                        elapsed,
+                        exc.message,
+                        limited + 1,
+                    )
+                    raise
+                limited += 1
+                pause = self._rate_limit_pause(exc.retry_after)
+                log.debug(
+                    "Hostwinds ✗ %s after %.0f ms: rate limited, nothing applied (retry %d/%d in %.2f s)",
+                    action,
+                    elapsed,
+                    limited,
+                    self.rate_limit_retries,
+                    pause,
+                )
+                time.sleep(pause)
+                continue
             except HostwindsTransient as exc:
                 elapsed = (time.monotonic() - started) * 1000
-                if attempt + 1 >= attempts:
+                attempt += 1
+                if attempt >= attempts:
                     log.debug("Hostwinds ✗ %s after %.0f ms: %s (giving up)", action, elapsed, exc.message)
                     raise
-                pause = self._backoff(attempt)
+                pause = self._backoff(attempt - 1)
                 log.debug(
                     "Hostwinds ✗ %s after %.0f ms: %s (retry in %.2f s)", action, elapsed, exc.message, pause
                 )
@@ -322,7 +412,6 @@ class HostwindsClient:
                 continue
             log.debug("Hostwinds ← %s ok in %.0f ms", action, (time.monotonic() - started) * 1000)
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- instances -------------------------------------------------------------------------------------
 

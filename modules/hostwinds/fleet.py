@@ -1,8 +1,10 @@
 """``VpsFleet``: N identical Hostwinds nodes from the ``fleet`` config, ready as an Ansible inventory.
 
-Each node is a ``Vps`` that returns as soon as its order has an id; one ``FleetReady`` then waits for all of
-them together and sets each node's rDNS (``<node>.<rdns_domain>``) and firewall profile, so a fleet of any
-size takes about one build time. ``inventory`` lists ``{name, fqdn, ip, service_id}`` per node.
+A ``FleetIdentity`` gives the fleet its random tag first; every node label and key name ends in it, so
+nothing another stack or person made is ever taken for ours. Each node is a ``Vps`` that returns as soon
+as its order shows; one ``FleetReady`` then waits for all of them together and sets each node's rDNS
+(``<node>.<rdns_domain>``) and firewall profile, so a fleet of any size takes about one build time.
+``inventory`` lists ``{name, fqdn, ip, service_id}`` per node.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import hashlib
 import pulumi
 
 from modules.config.model import FleetConfig
-from modules.hostwinds.resources import FleetReady, SshKey, Vps, vps_label
+from modules.hostwinds.common import vps_label
+from modules.hostwinds.fleet_ready import FleetReady
+from modules.hostwinds.identity import FleetIdentity
+from modules.hostwinds.ssh_key import SshKey
+from modules.hostwinds.vps import Vps
 
 
 def key_fingerprint(public_key: str) -> str:
@@ -29,6 +35,8 @@ class VpsFleet(pulumi.ComponentResource):
         super().__init__("penguinmails:hostwinds:VpsFleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         stack = pulumi.get_stack()
+        self.identity = FleetIdentity(f"{name}-identity", opts=child)
+        tag = self.identity.tag
 
         # Keys given as text are registered on the account; keys named in ssh_key_names are already there.
         key_names: list[pulumi.Input[str]] = list(fleet.ssh_key_names)
@@ -37,7 +45,7 @@ class VpsFleet(pulumi.ComponentResource):
             digest = key_fingerprint(public_key)
             key = SshKey(
                 f"{name}-key-{digest}",
-                key_name=vps_label(stack, f"{name}-{digest}"),
+                key_name=pulumi.Output.concat(vps_label(stack, f"{name}-{digest}", 52), "-", tag),
                 public_key=public_key,
                 opts=child,
             )
@@ -61,6 +69,8 @@ class VpsFleet(pulumi.ComponentResource):
                 firewall_profile=fleet.firewall_profile,
                 rdns=fqdn,
                 billing_cycle=fleet.billing_cycle,
+                owner_tag=tag,
+                order_budget=max(fleet.nodes, 1),
                 wait_until_ready=False,
                 opts=child,
             )
@@ -70,6 +80,7 @@ class VpsFleet(pulumi.ComponentResource):
                     "name": node,
                     "label": vps.label,
                     "service_id": vps.service_id,
+                    "server_uuid": vps.server_uuid,
                     "fqdn": fqdn,
                     "rdns": fqdn,
                     "firewall_profile": fleet.firewall_profile,

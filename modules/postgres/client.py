@@ -1,9 +1,9 @@
 """Connections to a tier's PostgreSQL server (psycopg 3) and the helpers every caller shares.
 
 Every connection goes through :func:`connect`, which turns a refused or failed connection into a typed
-error whose message never carries a password. The admin target of a tier comes from the environment for
-local tiers (``PENGUINMAILS_POSTGRES_*``, exported by devenv) and from the ``postgres`` stack config plus
-the secret ``postgresAdminPassword`` for server tiers (see :func:`server_target`).
+error whose message never carries a password. The admin target of a tier comes from the ``postgres`` stack
+config plus the secret ``postgresAdminPassword``; only a dev stack lets the devenv's
+``PENGUINMAILS_POSTGRES_*`` variables override them (see :func:`server_target`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -71,33 +70,52 @@ class ServerTarget:
         return ServerTarget(self.host, self.port, user, password, self.sslmode, self.connect_timeout)
 
 
-def server_target(settings: ProviderSettings, tier: str) -> ServerTarget:
-    """The admin connection of ``tier``: environment first for a local tier, stack config for a server.
+def _for_tier(value: Any, tier: str) -> Any:
+    """One password for every tier, or a JSON object keyed by tier."""
+    return value.get(tier) if isinstance(value, dict) else value
 
-    A server tier never takes its address from the devenv variables, so a shell that sourced
-    ``tools/env.sh`` cannot point a production stack at the local cluster. Its password is the secret
-    ``postgresAdminPassword`` (one value, or a JSON object keyed by tier), or
-    ``PENGUINMAILS_POSTGRES_<TIER>_ADMIN_PASSWORD`` when CI injects it.
+
+def admin_password(settings: ProviderSettings, tier: str, env_var: str) -> str | None:
+    """The admin password of ``tier``.
+
+    Dev: ``env_var`` (a devenv variable), else ``postgresAdminPassword``. Staging/production: the secret
+    ``postgresAdminPassword``, else the CI variable ``secretsFromEnv`` names for
+    ``postgresAdminPassword.<tier>``, else the one it names for ``postgresAdminPassword``.
+    """
+    if settings.is_dev:
+        return _for_tier(settings.credential(env_var, SECRET_KEY), tier) or None
+    return (
+        _for_tier(settings.get(SECRET_KEY), tier)
+        or settings.ci_secret(f"{SECRET_KEY}.{tier}")
+        or _for_tier(settings.ci_secret(SECRET_KEY), tier)
+        or None
+    )
+
+
+def server_target(settings: ProviderSettings, tier: str) -> ServerTarget:
+    """The admin connection of ``tier``.
+
+    On a dev stack a local tier takes the devenv's ``PENGUINMAILS_POSTGRES_*`` first and a server tier
+    ``PENGUINMAILS_POSTGRES_<TIER>_ADMIN_PASSWORD`` first; a server tier never takes its address from the
+    environment. A staging or production stack reads only its config and secrets (see
+    :func:`admin_password`), so a shell that sourced ``tools/env.sh`` cannot point it at the local cluster.
     """
     section = settings.section("postgres")
     raw = section.get(tier) or {}
     cfg = PostgresTierConfig.model_validate(raw if isinstance(raw, dict) else {})
-    secret = settings.get(SECRET_KEY)  # a JSON object arrives decoded
-    if isinstance(secret, dict):
-        secret = secret.get(tier)
     if cfg.mode == "local":
         return ServerTarget(
-            host=os.environ.get(ENV_HOST) or cfg.host,
-            port=int(os.environ.get(ENV_PORT) or cfg.port),
-            user=os.environ.get(ENV_USER) or cfg.admin_user,
-            password=os.environ.get(ENV_PASSWORD) or secret or None,
+            host=settings.endpoint(ENV_HOST, cfg.host),
+            port=int(settings.endpoint(ENV_PORT, cfg.port)),
+            user=settings.endpoint(ENV_USER, cfg.admin_user),
+            password=admin_password(settings, tier, ENV_PASSWORD),
             sslmode=cfg.sslmode,
         )
     return ServerTarget(
         host=cfg.host,
         port=cfg.port,
         user=cfg.admin_user,
-        password=os.environ.get(f"PENGUINMAILS_POSTGRES_{tier.upper()}_ADMIN_PASSWORD") or secret or None,
+        password=admin_password(settings, tier, f"PENGUINMAILS_POSTGRES_{tier.upper()}_ADMIN_PASSWORD"),
         sslmode=cfg.sslmode,
     )
 

@@ -1,8 +1,9 @@
 """PostgreSQL databases, roles with grants, extensions and schema migrations as Pulumi dynamic resources.
 
 The providers only map resource properties onto :mod:`modules.postgres.admin` and
-:mod:`modules.postgres.migrations`. The admin connection is never an input: it comes from the environment
-or the stack config (see :func:`modules.postgres.client.server_target`), chosen by the resource's ``tier``.
+:mod:`modules.postgres.migrations`. The admin connection is never an input: it comes from the stack config
+(and on a dev stack the devenv's variables; see :func:`modules.postgres.client.server_target`), chosen by
+the resource's ``tier``.
 
 Drift: ``read`` (run by ``pulumi refresh``) compares the server with the state and reports what differs in
 the ``drift`` output (always ``[]`` as an input), so the next preview shows an update whose diff lists the

@@ -1,7 +1,8 @@
 """A least-privilege Redis ACL user for the queue workers, managed as a dynamic resource.
 
-The admin connection comes from the environment (``PENGUINMAILS_REDIS_*``, exported by devenv) or from
-the stack config (``redis`` section plus the secret ``redisAdminPassword``). Refresh compares the live
+The admin connection comes from the stack config (``redis`` section plus the secret
+``redisAdminPassword``, or on staging/production the CI variable ``secretsFromEnv`` names for it); only a
+dev stack lets the devenv's ``PENGUINMAILS_REDIS_*`` variables override them. Refresh compares the live
 user with the state, including the password (Redis reports its SHA-256), so an out-of-band change shows.
 """
 
@@ -18,6 +19,10 @@ from modules.errors import ToolkitError
 from modules.providers import ProviderSettings, redact
 
 USER_KEYS = ("username", "password", "key_prefixes", "categories")
+ENV_HOST = "PENGUINMAILS_REDIS_HOST"
+ENV_PORT = "PENGUINMAILS_REDIS_PORT"
+ENV_PASSWORD = "PENGUINMAILS_REDIS_ADMIN_PASSWORD"  # noqa: S105 - a variable name
+SECRET_KEY = "redisAdminPassword"  # noqa: S105 - a config key
 
 
 class RedisError(ToolkitError):
@@ -67,9 +72,9 @@ class RedisUserProvider(dynamic.ResourceProvider):
     def _admin(self) -> tuple[redis.Redis, str | None]:
         settings = getattr(self, "settings", ProviderSettings())
         section = settings.section("redis")
-        host = settings.credential("PENGUINMAILS_REDIS_HOST", "redisHost") or section.get("host", "127.0.0.1")
-        port = int(settings.credential("PENGUINMAILS_REDIS_PORT", "redisPort") or section.get("port", 6390))
-        password = settings.credential("PENGUINMAILS_REDIS_ADMIN_PASSWORD", "redisAdminPassword")
+        host = settings.endpoint(ENV_HOST, section.get("host") or "127.0.0.1")
+        port = int(settings.endpoint(ENV_PORT, section.get("port") or 6390))
+        password = settings.credential(ENV_PASSWORD, SECRET_KEY)
         client = redis.Redis(
             host=host,
             port=port,
@@ -85,7 +90,10 @@ class RedisUserProvider(dynamic.ResourceProvider):
         try:
             return fn(client)
         except redis.RedisError as exc:
-            raise RedisError(f"Redis: {action} failed: {redact(str(exc), password)}") from None
+            where = client.connection_pool.connection_kwargs
+            raise RedisError(
+                f"Redis {where.get('host')}:{where.get('port')}: {action} failed: {redact(str(exc), password)}"
+            ) from None
         finally:
             client.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
@@ -10,7 +12,7 @@ from modules.dns.changes import plan_changes
 from modules.dns.dkim import dkim_txt, generate_key
 from modules.dns.records import Record
 from modules.dns.resources import DnsRecordSetProvider
-from modules.dns.route53 import Route53Client
+from modules.dns.route53 import ENDPOINT_ENV, Route53Client
 
 PUBLIC = generate_key()[1]
 
@@ -21,7 +23,7 @@ def route53():
     server.start()
     host, port = server.get_host_and_port()
     patch = pytest.MonkeyPatch()
-    patch.setenv("PENGUINMAILS_ROUTE53_ENDPOINT", f"http://{host}:{port}")
+    patch.setenv(ENDPOINT_ENV, f"http://{host}:{port}")
     patch.setenv("AWS_ACCESS_KEY_ID", "moto")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "moto")
     client = boto3.client("route53", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
@@ -129,7 +131,7 @@ def test_route53_apply_noop_drift_and_foreign_records(route53):
 
 def test_route53_run_is_one_change_batch_and_a_rerun_sends_none(route53):
     hosted_zone(route53, "batch.test")
-    client = Route53Client()
+    client = Route53Client(endpoint_url=os.environ[ENDPOINT_ENV])
     desired = [
         Record.from_dict(
             {

@@ -10,8 +10,11 @@ from collections import Counter
 
 import pytest
 
+from modules.errors import PartialFailure
 from modules.hostwinds.client import HostwindsError
+from modules.hostwinds.common import HostwindsOwnershipError
 from modules.hostwinds.resources import (
+    LEDGER,
     FleetReadyProvider,
     SshKeyProvider,
     VpsProvider,
@@ -39,8 +42,10 @@ def _clean(sim, monkeypatch):
     sim.configure(build_seconds=0.3)
     sim.clear_log()
     forget_listing(sim.client())
+    LEDGER.__init__()  # each test is its own run: one provider process per `up`
     yield
     sim.faults(reset=True)
+    sim.configure(processing_seconds=0)
 
 
 def configured(provider, **hostwinds):
@@ -88,6 +93,8 @@ def test_vps_create_read_update_delete_round_trip(sim):
     outs = created.outs
     (row,) = [r for r in sim.instances(secrets=True) if r["srvrname"] == label]
     assert created.id == str(row["serviceid"]) and outs["service_id"] == row["serviceid"]
+    assert outs["server_uuid"] == next(r for r in sim.instances() if r["srvrname"] == label)["server_uuid"]
+    assert outs["order_pending"] is False
     assert outs["status"] == "ACTIVE" and outs["main_ip"] == row["main_ip"] and outs["ipv6"]
     assert row["rdns"][row["main_ip"]] == props["rdns"] and row["firewall"] == "smtp"
     assert row["keys"] == [OPERATOR]
@@ -97,7 +104,6 @@ def test_vps_create_read_update_delete_round_trip(sim):
 
     news = {
         **props,
-        "label": label + "-b",
         "rdns": "other.fleet.penguinmails.test",
         "firewall_profile": "web",
         "billing_cycle": "monthly",
@@ -106,7 +112,7 @@ def test_vps_create_read_update_delete_round_trip(sim):
     diff = provider.diff(created.id, outs, news)
     assert diff.changes and diff.replaces == []
     updated = provider.update(created.id, outs, news).outs
-    (row,) = labelled(sim, label + "-b")
+    (row,) = labelled(sim, label)
     assert row["serviceid"] == outs["service_id"], "an in-place change must keep the server"
     assert (row["rid"], row["firewall"], row["billingcycle"]) == (2, "web", "monthly")
     assert row["rdns"][row["main_ip"]] == "other.fleet.penguinmails.test" and row["status"] == "ACTIVE"
@@ -118,8 +124,10 @@ def test_vps_create_read_update_delete_round_trip(sim):
     ]
     assert upgrade_calls == ["upgrade_instance", "upgrade_server", "confirm_upgrade"]
 
+    assert updated["server_uuid"] == outs["server_uuid"] and updated["label"] == label
+
     provider.delete(created.id, updated)
-    assert labelled(sim, label + "-b") == []
+    assert labelled(sim, label) == []
     provider.delete(created.id, updated)  # already gone: nothing to do
 
 
@@ -178,18 +186,109 @@ def test_create_adopts_labelled_instance_left_by_an_earlier_failed_run(sim):
     assert "add_instance" not in sim.stats()["by_action"]
 
 
-def test_failed_orders_leave_nothing_and_say_how_to_continue(sim):
-    provider = configured(VpsProvider(), create_attempts=2)
-    label = unique("fail")
-    sim.faults(error_rate=1.0, actions=["add_instance"])
-    with pytest.raises(HostwindsError) as caught:
-        provider.create(vps_props(label))
-    assert "Run `pulumi up` again" in caught.value.message
-    assert labelled(sim, label) == []
-    assert Counter(c["action"] for c in sim.calls())["add_instance"] == 2
+def short_timeouts(provider, monkeypatch, seconds: float = 1.5):
+    """The config allows a 10 s build timeout at least; tests shorten it to stay fast."""
+    short = dataclasses.replace(provider._settings(), build_timeout=seconds)
+    monkeypatch.setattr(provider, "_settings", lambda: short)
+    return provider
 
+
+def test_an_order_whose_answer_is_a_5xx_page_is_waited_for_never_sent_twice(sim, monkeypatch):
+    provider = short_timeouts(configured(VpsProvider(), create_attempts=3), monkeypatch)
+    label = unique("fail")
+    sim.faults(error_rate=1.0, actions=["add_instance"])  # a 5xx page: nobody can tell it was not applied
+    with pytest.raises(PartialFailure) as caught:
+        provider.create(vps_props(label))
+    assert "an order may exist" in caught.value.message and label in caught.value.message
+    assert "Run `pulumi up` again" in caught.value.message
+    assert caught.value.id == label and caught.value.outs["order_pending"] is True
+    assert Counter(c["action"] for c in sim.calls())["add_instance"] == 1
+
+
+def test_an_answer_that_proves_nothing_was_ordered_allows_a_new_order(sim, monkeypatch):
+    provider = configured(VpsProvider(), create_attempts=2)
+    label = unique("throttled")
+    # 429s prove the call was refused unapplied: the client waits Retry-After and sends it again.
+    sim.faults(throttle_rate=1.0, retry_after_seconds=0, actions=["add_instance"])
+    with pytest.raises(HostwindsError, match="nothing was ordered"):
+        provider.create(vps_props(label))
+    assert labelled(sim, label) == []
     sim.faults(reset=True)
+    with pytest.raises(HostwindsError, match="refused the order, nothing was ordered"):
+        provider.create(vps_props(unique("invalid"), plan_id=99))
     provider.create(vps_props(label))
+    assert len(labelled(sim, label)) == 1
+    assert sim.stats()["orders_by_label"][label] == 1
+
+
+def test_an_order_slower_than_the_wait_is_recorded_pending_and_resumed_without_a_second_order(
+    sim, monkeypatch
+):
+    provider = short_timeouts(configured(VpsProvider()), monkeypatch)
+    label = unique("slow-order")
+    sim.configure(processing_seconds=3)
+    with pytest.raises(PartialFailure) as caught:
+        provider.create(vps_props(label))
+    pending = caught.value.outs
+    assert pending["service_id"] is None and pending["label"] == label
+    assert [r["visible"] for r in sim.instances() if r["srvrname"] == label] == [False]
+    assert provider.diff(label, pending, vps_props(label)).changes is True
+
+    LEDGER.__init__()  # the next `up`
+    resumed = configured(VpsProvider())
+    outs = resumed.update(label, pending, vps_props(label)).outs
+    (row,) = labelled(sim, label)
+    assert outs["service_id"] == row["serviceid"] and outs["status"] == "ACTIVE"
+    assert outs["server_uuid"] == row["server_uuid"] and outs["order_pending"] is False
+    assert sim.stats()["orders_by_label"][label] == 1, "resuming must never order again"
+
+    resumed.delete(label, outs)  # the id stays the label; the service id comes from the outputs
+    assert labelled(sim, label) == []
+
+
+def test_destroy_terminates_an_order_that_shows_only_later(sim, monkeypatch):
+    provider = short_timeouts(configured(VpsProvider()), monkeypatch)
+    label = unique("late")
+    sim.configure(processing_seconds=2.5)
+    with pytest.raises(PartialFailure) as caught:
+        provider.create(vps_props(label))
+    sim.configure(processing_seconds=0)
+    patient = short_timeouts(configured(VpsProvider()), monkeypatch, seconds=10)
+    patient.delete(label, caught.value.outs)
+    assert labelled(sim, label) == [] and not [r for r in sim.instances() if r["srvrname"] == label]
+
+
+def test_an_instance_replaced_under_the_same_id_is_refused(sim):
+    provider = configured(VpsProvider())
+    label = unique("swapped")
+    created = provider.create(vps_props(label))
+    swapped = sim.replace(created.outs["service_id"])
+    forget_listing(sim.client())
+    sim.clear_log()
+    for call in (
+        lambda: provider.read(created.id, created.outs),
+        lambda: provider.update(created.id, created.outs, {**created.outs, "firewall_profile": "web"}),
+        lambda: provider.delete(created.id, created.outs),
+    ):
+        with pytest.raises(HostwindsOwnershipError) as caught:
+            call()
+        assert swapped["server_uuid"] in caught.value.message
+        assert created.outs["server_uuid"] in caught.value.message
+    mutations = {"terminate", "set_instance_firewall", "set_rdns", "edit_instance"}
+    assert not mutations & set(sim.stats()["by_action"]), "nothing may be changed on a server not ours"
+    assert labelled(sim, label)[0]["status"] == "ACTIVE"
+
+
+def test_a_node_recorded_before_uuids_learns_its_uuid_from_its_recorded_label(sim):
+    provider = configured(VpsProvider())
+    label = unique("legacy")
+    created = provider.create(vps_props(label))
+    legacy = {k: v for k, v in created.outs.items() if k not in ("server_uuid", "order_pending")}
+    outs = provider.update(created.id, legacy, vps_props(label)).outs
+    assert outs["server_uuid"] == created.outs["server_uuid"]
+    renamed = {**legacy, "label": label + "-elsewhere"}
+    with pytest.raises(HostwindsOwnershipError, match="refusing to change or terminate"):
+        provider.delete(created.id, renamed)
     assert len(labelled(sim, label)) == 1
 
 
@@ -201,7 +300,7 @@ def test_duplicate_labels_are_refused_without_ordering(sim):
     for _ in range(2):
         client.instance_create(template, 1, 1, label)
     sim.clear_log()
-    with pytest.raises(HostwindsError, match="2 instances carry the label"):
+    with pytest.raises(HostwindsError, match="2 instances carry our label"):
         provider.create(vps_props(label))
     assert "add_instance" not in sim.stats()["by_action"]
 
@@ -210,10 +309,12 @@ def test_build_error_is_reported_and_not_reordered(sim):
     provider = configured(VpsProvider())
     label = unique("err")
     sim.faults(build_error_rate=1.0)
-    with pytest.raises(HostwindsError, match="went to ERROR; it is still billed"):
+    with pytest.raises(PartialFailure, match="went to ERROR; it is still billed") as caught:
         provider.create(vps_props(label))
+    assert caught.value.outs["service_id"] is not None  # recorded, so `destroy` terminates it
     sim.faults(reset=True)
-    with pytest.raises(HostwindsError, match="went to ERROR"):
+    LEDGER.__init__()
+    with pytest.raises(PartialFailure, match="went to ERROR"):
         provider.create(vps_props(label))  # the next run finds the same instance, buys no second one
     assert [row["status"] for row in labelled(sim, label)] == ["ERROR"]
 
@@ -221,14 +322,14 @@ def test_build_error_is_reported_and_not_reordered(sim):
 def test_build_timeout_names_the_instance_and_what_happens_next(sim, monkeypatch):
     provider = configured(VpsProvider(), build_timeout_seconds=10)
     assert provider._settings().build_timeout == 10
-    # The config allows 10 s at least; the test shortens it to keep the suite fast.
-    short = dataclasses.replace(provider._settings(), build_timeout=1.0)
-    monkeypatch.setattr(provider, "_settings", lambda: short)
+    short_timeouts(provider, monkeypatch, seconds=1.0)
     sim.configure(build_seconds=60)
     label = unique("slow")
-    with pytest.raises(HostwindsError, match="still BUILD after 1 s"):
+    with pytest.raises(PartialFailure, match="still BUILD after 1 s") as caught:
         provider.create(vps_props(label))
-    assert len(labelled(sim, label)) == 1
+    (row,) = labelled(sim, label)
+    # The server exists: it is recorded (partial state) so the next `up` waits for it instead of ordering.
+    assert caught.value.id == str(row["serviceid"]) and caught.value.outs["service_id"] == row["serviceid"]
 
 
 def test_read_sees_gone_instance_and_out_of_band_changes(sim):
@@ -239,15 +340,20 @@ def test_read_sees_gone_instance_and_out_of_band_changes(sim):
     client = sim.client()
     client.rdns_set(sid, created.outs["main_ip"], "spoofed.example.test")
     client.firewall_set(sid, "web")
-    client.instance_rename(sid, label + "-renamed")
     forget_listing(client)
 
     read = provider.read(created.id, created.outs)
     assert read.outs["rdns"] == "spoofed.example.test"
     assert read.outs["firewall_profile"] == "web"
-    assert read.outs["label"] == label + "-renamed"
     assert read.inputs["rdns"] == "spoofed.example.test"
     assert provider.diff(created.id, read.outs, vps_props(label)).changes is True
+
+    # A label changed behind our back is not adopted as the new truth: it is refused, naming both.
+    client.instance_rename(sid, label + "-renamed")
+    forget_listing(client)
+    with pytest.raises(HostwindsOwnershipError, match=f"now labelled '{label}-renamed', not '{label}'"):
+        provider.read(created.id, created.outs)
+    client.instance_rename(sid, label)
 
     client.instance_terminate(sid)
     forget_listing(client)
@@ -281,6 +387,7 @@ def test_fleet_ready_waits_for_all_nodes_with_one_listing_per_poll(sim):
                 "name": f"mx-{index:02d}",
                 "label": label,
                 "service_id": outs["service_id"],
+                "server_uuid": outs["server_uuid"],
                 "fqdn": f"mx-{index:02d}.fleet.penguinmails.test",
                 "rdns": f"mx-{index:02d}.fleet.penguinmails.test",
                 "firewall_profile": "smtp",
@@ -298,8 +405,15 @@ def test_fleet_ready_waits_for_all_nodes_with_one_listing_per_poll(sim):
         assert node["ip"] == row["main_ip"] and row["rdns"][row["main_ip"]] == node["fqdn"]
         assert row["firewall"] == "smtp"
     calls = sim.stats()["by_action"]
-    assert "get_instance" not in calls, calls
+    assert calls.get("get_instance") == 5, calls  # one fresh read per node, right before changing it
     assert calls["get_instances"] <= 1.5 / 0.1 + 3, calls  # one listing per poll, whatever the node count
+    assert created.outs["nodes"][0]["server_uuid"] == nodes[0]["server_uuid"]
+
+    # A node swapped under the same id is refused before anything is changed on it.
+    sim.replace(nodes[0]["service_id"])
+    forget_listing(sim.client())
+    with pytest.raises(HostwindsOwnershipError, match="mx-01"):
+        configured(FleetReadyProvider()).create({"nodes": nodes})
 
 
 def test_ssh_key_is_added_adopted_and_refused_when_different(sim):

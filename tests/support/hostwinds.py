@@ -65,6 +65,17 @@ class SimHandle:
     def clear_log(self) -> None:
         self.admin("log/clear", {})
 
+    def replace(self, serviceid: int, change_ip: bool = False) -> dict[str, Any]:
+        """Rebuild an instance behind the client's back (new server_uuid and root password, same id)."""
+        return self.admin("replace", {"serviceid": serviceid, "change_ip": change_ip})
+
+    def foreign(
+        self, srvrname: str, location_id: int = 1, image: str = "debian-12", rid: int = 1, **extra: Any
+    ) -> int:
+        """An ACTIVE instance ordered "by a person in the portal" (a decoy); returns its service id."""
+        body = {"srvrname": srvrname, "location_id": location_id, "image": image, "rid": rid, **extra}
+        return self.admin("foreign", body)["serviceid"]
+
     def client(self, **kwargs: Any) -> HostwindsClient:
         return HostwindsClient(self.endpoint, self.api_key, **kwargs)
 
@@ -82,6 +93,7 @@ def private_simulator(
     backend: str = "memory",
     delete_seconds: float = 0.2,
     podman_prefix: str = "pm-hwtest",
+    processing_seconds: float = 0.0,
 ) -> Iterator[SimHandle]:
     service = HostwindsService(
         root=root,
@@ -91,6 +103,7 @@ def private_simulator(
         delete_seconds=delete_seconds,
         podman_prefix=podman_prefix,
         persist=False,
+        processing_seconds=processing_seconds,
     )
     service.start()
     try:
@@ -129,6 +142,7 @@ def fleet_stack(
     fleet: Mapping[str, Any] | None = None,
     hostwinds: Mapping[str, Any] | None = None,
     whole_project: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> auto.Stack:
     """A stack with ``nodes`` fleet nodes on ``sim``: the fleet alone, or the whole project.
 
@@ -150,7 +164,8 @@ def fleet_stack(
             **(fleet or {}),
         },
     }
+    env = {**sim.env(), **(extra_env or {})}
     if not whole_project:
-        return fleet_only_stack(tmp_path, stack_name, config, sim.env())
+        return fleet_only_stack(tmp_path, stack_name, config, env)
     config["redis"] = {"queue_user": f"pm-hw-{uuid.uuid4().hex[:10]}", "port": 6390}
-    return project_stack(tmp_path, stack_name, config=config, extra_env=sim.env())
+    return project_stack(tmp_path, stack_name, config=config, extra_env=env)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pulumi
 import pytest
+import yaml
 from pulumi.runtime.rpc import UNKNOWN
 
 from modules.ansible import resources, runner
+from tests.support.devenv_vars import DEVENV_VARS, stack_settings
 
 HOSTS = [{"name": "mx-01", "fqdn": "mx-01.fleet.example.net", "ip": "203.0.113.10", "service_id": 1}]
 SECRET = "dkim-private-key-material-0123456789"
@@ -214,3 +216,29 @@ def test_unknown_objects_from_the_engine_are_recognised_in_check_and_diff():
     news = _news(secret_vars=Unknown(), hosts=[{**HOSTS[0], "ip": Unknown()}])
     assert provider.check({}, news).failures == []
     assert provider.diff("id", {"content_hash": "c1"}, news).changes is True
+
+
+# The devenv's SSH key (PENGUINMAILS_FLEET_SSH_PRIVATE_KEY) is offered to dev hosts only.
+
+
+def _inventory_vars(fake_run) -> dict:
+    return yaml.safe_load(fake_run[-1]["inventory"])["all"]["vars"]
+
+
+def test_dev_stack_hosts_get_the_devenv_ssh_key(fake_run, monkeypatch):
+    monkeypatch.setenv(runner.SSH_KEY_ENV, DEVENV_VARS[runner.SSH_KEY_ENV])
+    provider = resources.AnsiblePlaybookProvider()
+    provider.settings = stack_settings("dev")
+    provider.create(_news())
+    assert _inventory_vars(fake_run)["ansible_ssh_private_key_file"] == DEVENV_VARS[runner.SSH_KEY_ENV]
+
+
+def test_production_hosts_never_get_the_devenv_ssh_key(fake_run, monkeypatch):
+    monkeypatch.setenv(runner.SSH_KEY_ENV, DEVENV_VARS[runner.SSH_KEY_ENV])
+    provider = resources.AnsiblePlaybookProvider()
+    provider.settings = stack_settings("production")
+    provider.create(_news(stack="prod"))
+    assert "ansible_ssh_private_key_file" not in _inventory_vars(fake_run)
+    # A key given in the connection input is used on every stack.
+    provider.create(_news(stack="prod", connection={"private_key_file": "/etc/pm/deploy_ed25519"}))
+    assert _inventory_vars(fake_run)["ansible_ssh_private_key_file"] == "/etc/pm/deploy_ed25519"

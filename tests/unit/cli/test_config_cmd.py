@@ -24,6 +24,23 @@ def test_validate_dev_stack_prints_summary():
     assert result.returncode == 0, result.stderr
     assert "Pulumi.dev.yaml is valid" in result.stdout
     assert "environment  dev" in result.stdout
+    assert "credentials  devenv variables (tools/env.sh) first" in result.stdout
+
+
+def test_summary_names_the_ci_variables_of_a_production_stack():
+    from modules.cli.config_cmd import credentials
+    from modules.config.model import StackConfig
+
+    config = StackConfig.model_validate(
+        {
+            "environment": "staging",
+            "secretsFromEnv": {"tsigSecret": "CI_TSIG", "hostwindsApiKey": "CI_HW"},
+        }
+    )
+    assert (
+        credentials(config)
+        == "config and secret config only; CI variables hostwindsApiKey=CI_HW, tsigSecret=CI_TSIG"
+    )
 
 
 def test_validate_bad_file_exits_2_naming_the_key(tmp_path):

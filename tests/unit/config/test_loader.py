@@ -138,3 +138,57 @@ def test_committed_dev_stack_config_is_valid():
     from modules.engine import REPO_ROOT
 
     assert load_stack_file(REPO_ROOT / "Pulumi.dev.yaml").environment == "dev"
+
+
+def test_secrets_from_env_maps_secret_keys_to_ci_variables():
+    config = validate_config(
+        {
+            "environment": "staging",
+            "secretsFromEnv": {
+                "hostwindsApiKey": "CI_HOSTWINDS_API_KEY",
+                "postgresAdminPassword.oltp": "CI_PG",
+            },
+        },
+        stack="t",
+    )
+    assert config.secrets_from_env == {
+        "hostwindsApiKey": "CI_HOSTWINDS_API_KEY",
+        "postgresAdminPassword.oltp": "CI_PG",
+    }
+
+
+def test_secrets_from_env_refuses_devenv_names_and_unknown_keys_naming_the_field():
+    reasons = reasons_for(
+        {
+            "environment": "staging",
+            "secretsFromEnv": {
+                "hostwindsApiKey": "PENGUINMAILS_HOSTWINDS_API_KEY",
+                "redisPassword": "CI_REDIS",
+                "tsigSecret": "not a name",
+                "postgresAdminPassword.billing": "CI_PG",
+            },
+        }
+    )
+    text = "\n".join(reasons)
+    assert (
+        "penguinmails:secretsFromEnv.hostwindsApiKey: PENGUINMAILS_* variables belong to the local devenv"
+        in text
+    )
+    assert "penguinmails:secretsFromEnv.redisPassword: 'redisPassword' is not a secret config key" in text
+    assert "penguinmails:secretsFromEnv.tsigSecret: must be an environment variable name" in text
+    assert "penguinmails:secretsFromEnv.postgresAdminPassword.billing: " in text
+    assert len(reasons) == 4
+
+
+def test_secrets_from_env_is_refused_on_a_dev_stack():
+    reasons = reasons_for({"environment": "dev", "secretsFromEnv": {"tsigSecret": "CI_TSIG"}})
+    assert reasons == [
+        "penguinmails:secretsFromEnv: only staging and production stacks read CI variables (a dev stack "
+        "takes its credentials from the devenv variables of tools/env.sh or from its secret config)"
+    ]
+
+
+def test_secrets_from_env_spelt_like_a_field_is_an_unknown_key():
+    reasons = reasons_for({"secrets_from_env": {}})
+    assert reasons[0].startswith("penguinmails:secrets_from_env: unknown key (known keys: ")
+    assert "secretsFromEnv" in reasons[0]

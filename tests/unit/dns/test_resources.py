@@ -11,6 +11,8 @@ from pulumi.runtime.rpc import UNKNOWN
 from modules.dns import resources
 from modules.dns.dkim import key_bits
 from modules.dns.resources import DkimKeyProvider, DnsRecordSetProvider
+from modules.errors import ConfigError
+from tests.support.devenv_vars import DEVENV_VARS, stack_settings
 
 
 def props(records, **extra):
@@ -158,3 +160,60 @@ def test_dkim_key_provider_makes_a_2048_bit_key_and_replaces_on_any_change():
     assert provider.diff(created.id, created.outs, {**checked.inputs, "bits": 4096}).changes is False
     refused = provider.check({}, {"domain": "acme.test", "selector": "Bad_Selector", "bits": 1024})
     assert {f.property for f in refused.failures} == {"selector", "bits"}
+
+
+# Which stacks read the devenv's TSIG key and the Route 53 endpoint override: dev ones only.
+
+
+@pytest.fixture
+def env_sh(monkeypatch):
+    for key, value in DEVENV_VARS.items():
+        monkeypatch.setenv(key, value)
+
+
+def configured(settings) -> DnsRecordSetProvider:
+    provider = DnsRecordSetProvider()
+    provider.settings = settings
+    return provider
+
+
+def test_dev_stack_signs_with_the_devenv_tsig_key(env_sh):
+    provider = configured(stack_settings("dev", tsigSecret="Y29uZmlnLXNlY3JldA=="))
+    assert provider._secret("penguinmails-dev") == DEVENV_VARS["PENGUINMAILS_TSIG_SECRET"]
+    # Another key name than the devenv's: the secret config value.
+    assert provider._secret("prod-key") == "Y29uZmlnLXNlY3JldA=="
+
+
+def test_production_stack_never_signs_with_the_devenv_tsig_key(env_sh):
+    provider = configured(stack_settings("production", tsigSecret={"penguinmails-dev": "Y29uZmln"}))
+    assert provider._secret("penguinmails-dev") == "Y29uZmln"
+    with pytest.raises(resources.DnsAuthError, match="no TSIG secret for key 'penguinmails-dev'") as caught:
+        configured(stack_settings("production"))._secret("penguinmails-dev")
+    assert DEVENV_VARS["PENGUINMAILS_TSIG_SECRET"] not in str(caught.value)
+    assert "secretsFromEnv.tsigSecret" in str(caught.value)
+
+
+def test_production_stack_takes_the_tsig_secret_from_the_named_ci_variable(env_sh, monkeypatch):
+    monkeypatch.setenv("CI_TSIG", '{"ns1-key": "bnMxLXNlY3JldA=="}')
+    provider = configured(stack_settings("production", secretsFromEnv={"tsigSecret": "CI_TSIG"}))
+    assert provider._secret("ns1-key") == "bnMxLXNlY3JldA=="
+    with pytest.raises(resources.DnsAuthError):
+        provider._secret("penguinmails-dev")
+
+
+def test_production_stack_refuses_the_devenv_tsig_variable_in_secrets_from_env(env_sh):
+    provider = configured(
+        stack_settings("production", secretsFromEnv={"tsigSecret": "PENGUINMAILS_TSIG_SECRET"})
+    )
+    with pytest.raises(ConfigError, match=r"penguinmails:secretsFromEnv\.tsigSecret: PENGUINMAILS_"):
+        provider._secret("penguinmails-dev")
+
+
+def test_route53_endpoint_override_applies_to_dev_stacks_only(env_sh):
+    route53 = props(GOOD, backend="route53", route53_zone_id="Z123")
+    dev = configured(stack_settings("dev"))._client(route53)
+    assert dev.where == DEVENV_VARS["PENGUINMAILS_ROUTE53_ENDPOINT"]
+    assert dev._client.meta.endpoint_url == DEVENV_VARS["PENGUINMAILS_ROUTE53_ENDPOINT"]
+    prod = configured(stack_settings("production"))._client(route53)
+    assert prod.where == "route53"
+    assert prod._client.meta.endpoint_url == "https://route53.amazonaws.com"

@@ -17,6 +17,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ.endswith("hostwinds:Vps"):
             state.update(service_id=1000 + len(self.resources), main_ip="198.18.0.9")
+        if args.typ.endswith("hostwinds:FleetIdentity"):
+            state["tag"] = "k3x9q2m7ab"
         if args.typ.endswith("hostwinds:FleetReady"):
             state["inventory"] = [{"name": n["name"]} for n in args.inputs["nodes"]]
         return f"{args.name}-id", state
@@ -59,10 +61,14 @@ def test_fleet_declares_keys_nodes_and_one_readiness_step(mocks):
         vps = sorted(by_type["pulumi-python:dynamic/hostwinds:Vps"], key=lambda v: v.name)
         assert [v.name for v in vps] == ["pm-fleet-mx-01", "pm-fleet-mx-02", "pm-fleet-mx-03"]
         first = vps[0].inputs
-        assert first["label"] == "unit-pm-fleet-mx-01"
+        # The label is chosen by the provider's check from the base and the fleet's random tag.
+        assert first["name_base"] == "unit-pm-fleet-mx-01" and first["owner_tag"] == "k3x9q2m7ab"
+        assert first["order_budget"] == 3
         assert first["wait_until_ready"] is False and first["plan_id"] == 2
         assert first["rdns"] == "mx-01.fleet.example.com" and first["firewall_profile"] == "smtp"
         assert first["ssh_keys"][0] == "portal-key" and first["ssh_keys"][1].startswith("unit-pm-fleet-")
+        assert first["ssh_keys"][1].endswith("-k3x9q2m7ab")
+        assert len(by_type["pulumi-python:dynamic/hostwinds:FleetIdentity"]) == 1
         (ready,) = by_type["pulumi-python:dynamic/hostwinds:FleetReady"]
         ids = [n["service_id"] for n in ready.inputs["nodes"]]
         assert len(set(ids)) == 3 and all(isinstance(i, float) for i in ids)  # the nodes' own service ids

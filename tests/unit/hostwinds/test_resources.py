@@ -106,15 +106,30 @@ def test_other_changes_update_in_place(key, value):
     assert diff.changes is True and diff.replaces == []
 
 
+RECORDED = {"service_id": 5, "server_uuid": "3f1c", "main_ip": "198.18.0.1", "status": "ACTIVE"}
+
+
 def test_no_change_and_output_only_fields_are_not_a_diff():
-    olds = {**PROPS, "service_id": 5, "main_ip": "198.18.0.1", "status": "ACTIVE", "endpoint": "http://x"}
+    olds = {**PROPS, **RECORDED, "endpoint": "http://x"}
     assert VpsProvider().diff("5", olds, PROPS).changes is False
     assert VpsProvider().diff("5", olds, {**PROPS, "rdns": UNKNOWN}).changes is True
+    # Naming inputs (the fleet tag, the order budget) never change a server.
+    renamed = {**PROPS, "name_base": "other", "owner_tag": "zzzzzzzzzz", "order_budget": 9}
+    assert VpsProvider().diff("5", olds, renamed).changes is False
 
 
 def test_state_from_an_older_version_without_wait_flag_is_not_a_change():
-    olds = {k: v for k, v in PROPS.items() if k != "wait_until_ready"}
+    olds = {**{k: v for k, v in PROPS.items() if k != "wait_until_ready"}, **RECORDED}
     assert VpsProvider().diff("5", olds, PROPS).changes is False
+
+
+def test_a_node_recorded_before_uuids_updates_in_place_to_learn_it_and_a_pending_order_resumes():
+    legacy = {**PROPS, "service_id": 5, "main_ip": "198.18.0.1"}
+    diff = VpsProvider().diff("5", legacy, PROPS)
+    assert diff.changes is True and diff.replaces == []
+    pending = {**PROPS, "order_pending": True, "service_id": None}
+    diff = VpsProvider().diff(PROPS["label"], pending, PROPS)
+    assert diff.changes is True and diff.replaces == []
 
 
 def test_fleet_ready_changes_only_when_nodes_change():
@@ -179,7 +194,7 @@ def test_environment_wins_over_config_for_endpoint_and_key(monkeypatch):
 
 
 def test_check_without_the_api_warns_once_and_keeps_local_checks(monkeypatch):
-    from modules.hostwinds import resources
+    from modules.hostwinds import common as resources
     from modules.hostwinds.client import HostwindsClient, HostwindsTransient
 
     calls = []

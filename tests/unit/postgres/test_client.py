@@ -107,3 +107,69 @@ def test_the_scram_verifier_is_postgresql_format_and_checks_out():
     assert base64.b64decode(server64) == hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     assert "pencil" not in verifier
     assert scram_sha256_verifier("pencil") != scram_sha256_verifier("pencil")  # a fresh salt each time
+
+
+# Which stacks read the devenv: only dev ones (tools/env.sh must not redirect staging or production).
+
+PROD_SERVER = {"oltp": {"url": "postgresql://pm_admin@db.example.com:6543/pm_oltp?sslmode=verify-full"}}
+
+
+def stack(environment, postgres=None, secret=None, secrets_from_env=None) -> ProviderSettings:
+    raw = settings(postgres, secret)._raw
+    raw["penguinmails:environment"] = environment
+    if secrets_from_env is not None:
+        import json
+
+        raw["penguinmails:secretsFromEnv"] = json.dumps(secrets_from_env)
+    return ProviderSettings(raw)
+
+
+def test_dev_stack_uses_the_devenv_for_a_local_tier(devenv):
+    target = server_target(stack("dev", {"oltp": {"port": 6000}}, secret="config-pw"), "oltp")
+    assert (target.port, target.password) == (5433, "devenv-admin-pw")
+
+
+def test_staging_local_tier_ignores_the_devenv_and_uses_config(devenv):
+    target = server_target(
+        stack("staging", {"oltp": {"port": 6000, "admin_user": "pm_admin"}}, secret="config-pw"), "oltp"
+    )
+    assert (target.host, target.port, target.user, target.password) == (
+        "127.0.0.1",
+        6000,
+        "pm_admin",
+        "config-pw",
+    )
+
+
+def test_production_server_tier_ignores_every_devenv_password(devenv, monkeypatch):
+    monkeypatch.setenv("PENGUINMAILS_POSTGRES_OLTP_ADMIN_PASSWORD", "devenv-oltp-pw")
+    target = server_target(stack("production", PROD_SERVER, secret={"oltp": "oltp-pw"}), "oltp")
+    assert (target.host, target.port, target.password) == ("db.example.com", 6543, "oltp-pw")
+    assert server_target(stack("production", PROD_SERVER), "oltp").password is None
+
+
+def test_production_reads_the_ci_variables_named_in_secrets_from_env(devenv, monkeypatch):
+    monkeypatch.setenv("CI_PG_OLTP", "ci-oltp-pw")
+    monkeypatch.setenv("CI_PG_ALL", '{"oltp": "ci-all-oltp", "content": "ci-all-content"}')
+    named = {"postgresAdminPassword.oltp": "CI_PG_OLTP", "postgresAdminPassword": "CI_PG_ALL"}
+    servers = {**PROD_SERVER, "content": {"url": "postgresql://pm_admin@c.example.com/pm?sslmode=require"}}
+    assert (
+        server_target(stack("production", servers, secrets_from_env=named), "oltp").password == "ci-oltp-pw"
+    )
+    assert server_target(stack("production", servers, secrets_from_env=named), "content").password == (
+        "ci-all-content"
+    )
+    # The secret config value wins over any CI variable.
+    with_secret = stack("production", servers, secret={"oltp": "config-oltp"}, secrets_from_env=named)
+    assert server_target(with_secret, "oltp").password == "config-oltp"
+    assert server_target(with_secret, "content").password == "ci-all-content"
+
+
+def test_production_refuses_a_devenv_variable_in_secrets_from_env(devenv):
+    from modules.errors import ConfigError
+
+    named = {"postgresAdminPassword": "PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"}
+    with pytest.raises(
+        ConfigError, match=r"penguinmails:secretsFromEnv\.postgresAdminPassword: PENGUINMAILS_"
+    ):
+        server_target(stack("production", PROD_SERVER, secrets_from_env=named), "oltp")

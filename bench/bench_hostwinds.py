@@ -33,7 +33,7 @@ def _phase(sim, name: str, action, results: dict[str, Any]) -> None:
     results[f"{name}_calls"] = dict(sorted(sim.stats()["by_action"].items()))
 
 
-def measure(nodes: int, root: Path, host: str) -> dict[str, Any]:
+def measure(nodes: int, root: Path, host: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     from tests.support.hostwinds import fleet_stack, private_simulator
 
     results: dict[str, Any] = {}
@@ -44,7 +44,7 @@ def measure(nodes: int, root: Path, host: str) -> dict[str, Any]:
             f"bench{nodes}",
             nodes=nodes,
             hostwinds=HOSTWINDS,
-            extra_env={"PENGUINMAILS_PROVIDER_HOST": host},
+            extra_env={"PENGUINMAILS_PROVIDER_HOST": host, **(env or {})},
         )
         try:
             _phase(sim, "preview", lambda: stack.preview(color="never"), results)
@@ -72,6 +72,13 @@ def run() -> dict[str, Any]:
         for host in hosts:
             with tempfile.TemporaryDirectory(prefix=f"bench-hostwinds-{nodes}-") as tmp:
                 result[f"nodes_{nodes}_{host}"] = measure(nodes, Path(tmp), host)
+    if max(sizes) >= 200 and "modules.provider_host" in hosts:
+        # Diagnostic only (never used for real stacks: a crash would lose the state of the run): the
+        # same run without the file backend's checkpoint after every step, to show what that costs.
+        with tempfile.TemporaryDirectory(prefix="bench-hostwinds-nockpt-") as tmp:
+            result["nodes_200_modules.provider_host_skip_checkpoints"] = measure(
+                200, Path(tmp), "modules.provider_host", {"PULUMI_SKIP_CHECKPOINTS": "true"}
+            )
     return result
 
 

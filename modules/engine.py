@@ -20,6 +20,9 @@ OFFLINE_ENV = {
     "PULUMI_SKIP_UPDATE_CHECK": "true",
     "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
     "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
+    # The engine runs 4 x cores resource operations at once by default (8 here): too few for a fleet whose
+    # nodes each wait on the API. The provider host has threads for this many.
+    "PULUMI_PARALLEL": "64",
 }
 
 

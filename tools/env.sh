@@ -11,6 +11,8 @@ export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-penguinmails-dev-onl
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS=true
+# Resource operations at once (the engine's default is 4 x cores); see modules/engine.py.
+export PULUMI_PARALLEL="${PULUMI_PARALLEL:-64}"
 if [ -x "${_pm_root}/.venv/bin/python" ]; then
   eval "$(cd "${_pm_root}" && .venv/bin/python -m devenv env)"
 fi

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pulumi
@@ -33,7 +34,7 @@ from modules.hostwinds.common import (
     verify_owned,
 )
 
-FLEET_WORKERS = 32
+FLEET_WORKERS = 64
 NODE_KEYS = ("name", "label", "service_id", "fqdn", "rdns", "firewall_profile")
 
 
@@ -51,13 +52,23 @@ def _uuids(props: dict[str, Any]) -> dict[int, str]:
 
 
 def wait_all(
-    client: HostwindsClient, settings: Settings, nodes: list[dict[str, Any]], uuids: dict[int, str], who: str
+    client: HostwindsClient,
+    settings: Settings,
+    nodes: list[dict[str, Any]],
+    uuids: dict[int, str],
+    who: str,
+    on_ready: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Wait until every node is ACTIVE with a main IP, polling one listing for all of them at a time."""
+    """Wait until every node is ACTIVE with a main IP, polling one listing for all of them at a time.
+
+    ``on_ready`` is called once per node as soon as it is seen ready, so its network can be set while
+    the others still build.
+    """
     sids = {int(n["service_id"]): n for n in nodes}
     progress = Progress(who)
     deadline = progress.started + settings.build_timeout
     missing_twice: set[int] = set()
+    seen: set[int] = set()
     while True:
         listing = poll_listing(client, settings)
         line = "listing failed, retrying"
@@ -68,6 +79,10 @@ def wait_all(
                         listing[sid], node.get("label"), uuids.get(sid), f"{who} node {node['name']}"
                     )
             ready = {sid: listing[sid] for sid in sids if sid in listing and is_ready(listing[sid])}
+            for sid in ready.keys() - seen:
+                seen.add(sid)
+                if on_ready is not None:
+                    on_ready(sid, ready[sid])
             failed = sorted(
                 sids[s]["name"] for s in sids if s in listing and status_of(listing[s]) == "ERROR"
             )
@@ -126,15 +141,15 @@ class FleetReadyProvider(HostwindsProvider):
         nodes = _nodes(props)
         uuids = _uuids(props)
         who = f"FleetReady[{len(nodes)} node(s)]"
-        ready = wait_all(client, settings, nodes, uuids, who) if nodes else {}
+        wanted = {int(n["service_id"]): n for n in configure}
 
-        def network(node: dict[str, Any]) -> str | None:
+        def network(node: dict[str, Any], inst: dict[str, Any]) -> str | None:
             sid = int(node["service_id"])
             try:
-                inst = client.instance_get(sid)  # fresh: ownership is proven on what we are about to change
-                verify_owned(inst, node.get("label"), uuids.get(sid), f"node {node['name']}")
+                fresh = client.instance_get(sid)  # ownership is proven on what we are about to change
+                verify_owned(fresh, node.get("label"), uuids.get(sid), f"node {node['name']}")
                 if node.get("rdns"):
-                    client.rdns_set(sid, ready[sid]["main_ip"], node["rdns"])
+                    client.rdns_set(sid, inst["main_ip"], node["rdns"])
                 if node.get("firewall_profile"):
                     client.firewall_set(sid, node["firewall_profile"])
             except HostwindsOwnershipError as exc:
@@ -143,14 +158,20 @@ class FleetReadyProvider(HostwindsProvider):
                 return f"{node['name']}: {exc.message}"
             return None
 
-        if configure:
-            with ThreadPoolExecutor(max_workers=FLEET_WORKERS) as pool:
-                problems = [p for p in pool.map(network, configure) if p]
-            if problems:
-                raise HostwindsError(
-                    f"{who}: rDNS/firewall failed for {len(problems)} node(s); `pulumi up` retries them:\n  "
-                    + "\n  ".join(problems[:20])
-                )
+        with ThreadPoolExecutor(max_workers=FLEET_WORKERS) as pool:
+            started: dict[int, Future] = {}
+
+            def on_ready(sid: int, inst: dict[str, Any]) -> None:
+                if sid in wanted:
+                    started[sid] = pool.submit(network, wanted[sid], inst)
+
+            ready = wait_all(client, settings, nodes, uuids, who, on_ready) if nodes else {}
+            problems = [p for p in (f.result() for f in started.values()) if p]
+        if problems:
+            raise HostwindsError(
+                f"{who}: rDNS/firewall failed for {len(problems)} node(s); `pulumi up` retries them:\n  "
+                + "\n  ".join(problems[:20])
+            )
         inventory = [
             {
                 "name": n["name"],

@@ -11,7 +11,9 @@ ends in it, so
   an order the previous one could not wait for, and
 * ``penguinmails fleet orphans`` can list what carries the stack's tag but is not in its state.
 
-The resource owns nothing on the account and never calls the API.
+The resource owns nothing on the account and never orders or changes anything. Its ``delete`` runs after
+every node's (they depend on it) and waits until no instance carrying the tag is left on the account, so a
+fleet's ``destroy`` terminates all nodes at once and waits once, not node by node.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from __future__ import annotations
 import re
 import secrets
 import string
+import time
 from typing import Any
 
 import pulumi
 import pulumi.dynamic as dynamic
+
+from modules.hostwinds.client import HostwindsError, HostwindsNotFound
+from modules.hostwinds.common import GONE_STATES, HostwindsProvider, Progress, poll_listing, report, status_of
 
 TAG_LENGTH = 10
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -38,7 +44,7 @@ def is_tag(value: Any) -> bool:
     return isinstance(value, str) and bool(_TAG.match(value))
 
 
-class FleetIdentityProvider(dynamic.ResourceProvider):
+class FleetIdentityProvider(HostwindsProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         tag = (olds or {}).get("tag") or news.get("tag") or new_tag()
         failures = [] if is_tag(tag) else [dynamic.CheckFailure("tag", f"must be {TAG_LENGTH} of [a-z0-9]")]
@@ -53,8 +59,46 @@ class FleetIdentityProvider(dynamic.ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         return dynamic.ReadResult(id_=id_, outs={**props, "tag": props.get("tag") or id_})
 
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Terminate what still carries the tag (orphans of a crashed run: ours), then wait until all is gone."""
+        tag = props.get("tag")
+        if not is_tag(tag):
+            return
+        settings = self._settings()
+        client = settings.client()
+        who = f"FleetIdentity[{tag}]"
+        progress = Progress(who)
+        interval = min(settings.poll_interval, 0.5)
+        while True:
+            listing = poll_listing(client, settings, interval)
+            if listing is not None:
+                for sid, inst in listing.items():
+                    if (
+                        str(inst.get("srvrname") or "").endswith(f"-{tag}")
+                        and status_of(inst) not in GONE_STATES
+                    ):
+                        report(
+                            f"{who}: terminating {inst.get('srvrname')} ({sid}), ordered by this stack, not in state"
+                        )
+                        try:
+                            client.instance_terminate(sid)
+                        except HostwindsNotFound:
+                            pass
+                left = sorted(
+                    str(inst.get("srvrname"))
+                    for inst in listing.values()
+                    if str(inst.get("srvrname") or "").endswith(f"-{tag}")
+                )
+                if not left:
+                    return
+                if progress.elapsed() > settings.build_timeout:
+                    raise HostwindsError(
+                        f"{who}: {len(left)} server(s) with the fleet's tag still listed "
+                        f"{settings.build_timeout:.0f} s after their terminate: {', '.join(left[:10])}; "
+                        "run `pulumi destroy` again (or `penguinmails fleet orphans`)"
+                    )
+                progress(f"waiting for {len(left)} terminated server(s) to be gone")
+            time.sleep(interval)
 
 
 class FleetIdentity(dynamic.Resource, module="hostwinds", name="FleetIdentity"):

@@ -48,7 +48,6 @@ from modules.hostwinds.common import (
     Settings,
     catalogue,
     catalogue_failures,
-    forget_listing,
     is_hostname,
     is_ready,
     labelled,
@@ -73,6 +72,7 @@ VPS_UPDATE_KEYS = ("rdns", "firewall_profile", "plan_id", "billing_cycle", "ssh_
 VPS_KEYS = ("label", *VPS_REPLACE_KEYS, *VPS_UPDATE_KEYS)
 # Inputs that only name things or guard orders: never a reason to change a server.
 VPS_NAMING_KEYS = ("name_base", "owner_tag", "order_budget")
+QUICK_LOOK_SECONDS = 2.0  # how long a fresh order is looked for by its label before the shared listing
 BASE_LENGTH = 52  # leaves room for "-<tag>" within the API's 64 characters
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -309,9 +309,23 @@ class VpsProvider(HostwindsProvider):
     def _await_label(
         self, client: HostwindsClient, settings: Settings, label: str, who: str, why: str
     ) -> dict | None:
-        """Wait up to the build timeout for the order to show under ``label`` (orders can take minutes)."""
+        """Wait up to the build timeout for the order to show under ``label`` (orders can take minutes).
+
+        The first seconds ask for the label itself with a short backoff (an order that shows at once costs
+        a few cheap searches); after that the wait joins the shared listing, one call per poll for all.
+        """
         progress = Progress(who)
         deadline = progress.started + settings.build_timeout
+        pause = 0.05
+        while time.monotonic() - progress.started < QUICK_LOOK_SECONDS:
+            try:
+                found = self._one_labelled(client, label, who)
+            except HostwindsTransient:
+                found = None
+            if found is not None:
+                return found
+            time.sleep(pause)
+            pause = min(pause * 2, settings.poll_interval)
         while True:
             listing = poll_listing(client, settings)
             if listing is not None:
@@ -395,7 +409,6 @@ class VpsProvider(HostwindsProvider):
     ) -> dict[str, Any]:
         """After the instance is known: wait for it and set its network when asked; partial state on failure."""
         sid = int(as_int(inst.get("serviceid")))
-        forget_listing(client)
         if props.get("wait_until_ready", True):
             try:
                 inst = wait_ready(client, settings, sid, who, props["label"])
@@ -555,7 +568,6 @@ class VpsProvider(HostwindsProvider):
             if news.get("firewall_profile") and "firewall_profile" in changed:
                 client.firewall_set(sid, news["firewall_profile"])
             inst = client.instance_get(sid)
-        forget_listing(client)
         news["ordered_at"] = olds.get("ordered_at")
         return dynamic.UpdateResult(outs=vps_outs(news, inst, settings.endpoint))
 
@@ -587,8 +599,9 @@ class VpsProvider(HostwindsProvider):
                 client.instance_terminate(sid)
             except HostwindsNotFound:
                 pass  # a retry after a lost answer: the first terminate was applied
+        if props.get("owner_tag") and str(props.get("label", "")).endswith(f"-{props['owner_tag']}"):
+            return  # a fleet node: its FleetIdentity, deleted after every node, waits for them all at once
         wait_gone(client, settings, sid, who)
-        forget_listing(client)
 
 
 class Vps(dynamic.Resource, module="hostwinds", name="Vps"):

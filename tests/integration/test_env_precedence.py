@@ -299,6 +299,8 @@ def test_production_stack_under_env_sh_reaches_no_dev_service(tmp_path, env_sh, 
     assert not up_succeeded
     for where in ("redis", "postgres", "dns"):
         assert f"127.0.0.1:{ports[where]}" in up_output, f"{where}: {up_output[-4000:]}"
+    # Expected failures (closed ports) read as one line per resource, never a Python traceback.
+    assert "Traceback (most recent call last)" not in up_output, up_output[-4000:]
     for output in (preview_output, up_output):
         for port in DEV_PORTS:
             assert f"127.0.0.1:{port}" not in output

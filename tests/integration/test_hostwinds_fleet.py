@@ -319,3 +319,20 @@ def test_orphans_are_listed_by_the_stack_tag_and_terminated_only_on_request(tmp_
         assert orphan not in left and stranger in left and set(_vps_ids(stack)) <= left
         stack.destroy(color="never")
         stack.workspace.remove_stack("orph")
+
+
+def test_expected_failures_read_as_one_line_per_node_and_tracebacks_only_when_asked(tmp_path):
+    with private_simulator(tmp_path / "sim", build_seconds=0.3) as sim:
+        sim.faults(unauthorized_rate=1.0, actions=["add_instance"])
+        for verbose in (False, True):
+            extra = {"PENGUINMAILS_TRACEBACKS": "1"} if verbose else {}
+            stack = fleet_stack(tmp_path / str(verbose), sim, "errs", nodes=2, extra_env=extra)
+            with pytest.raises(auto.CommandError) as caught:
+                stack.up(color="never")
+            text = str(caught.value)
+            for node in ("mx-01", "mx-02"):
+                assert f"Vps[errs-penguinmails-fleet-{node}-" in text and "nothing was ordered" in text, text
+            assert ("Traceback (most recent call last)" in text) is verbose, text
+            assert sim.stats()["orders"] == 0
+            stack.destroy(color="never")
+            stack.workspace.remove_stack("errs")

@@ -190,21 +190,6 @@ def test_a_429_is_rate_limited_never_applied_and_its_pause_is_capped():
 API_KEY = "client-test-key-0123456789abcdef"
 
 
-class Bucket:
-    """The simulator's rate-limit clock; it only moves when the client sleeps."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def bucket():
-    return Bucket()
-
-
 @pytest.fixture
 def sleeps(monkeypatch, bucket):
     """Every pause the client takes, instead of taking it (and moving the rate limit's clock)."""

@@ -341,21 +341,6 @@ def test_a_foreign_instance_is_listed_active_at_once_and_is_not_an_order(clock):
 API_KEY = "sim-test-key-0123456789"
 
 
-class Bucket:
-    """The rate limit's clock, moved by hand."""
-
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def bucket():
-    return Bucket()
-
-
 @pytest.fixture
 def sim(clock, bucket):
     account = Account(MemoryBackend(), build_seconds=0, delete_seconds=0, clock=clock)

@@ -13,11 +13,15 @@ Plain functions on a psycopg connection, so the Pulumi resource, the tests and t
   A file that breaks the rule is rolled back.
 * After each file the RLS state (flags and policies) is recorded in ``pm_meta.rls_baseline``; drift is the
   live catalog against that baseline plus the lint, and :func:`repair_baseline` puts the baseline back.
+* After each file the security fingerprint (function definitions, SECURITY DEFINER flags, owners, search_path
+  pins, grants, triggers; see :mod:`modules.postgres.catalog`) is recorded in ``pm_meta.security_baseline``;
+  a difference is drift too, which cannot be repaired here: it fails the update and names the object.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -31,6 +35,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from modules.errors import ToolkitError, ValidationError
+from modules.postgres import catalog
+
+log = logging.getLogger(__name__)
 
 LEDGER_SCHEMA = "pm_meta"
 # pg_try_advisory_lock(int4, int4): class 'PM' (0x504D), object 1 = schema migrations of this database.
@@ -40,10 +47,15 @@ TX_CONTROL_RE = re.compile(
     r"^\s*(BEGIN|COMMIT|ROLLBACK|END|START\s+TRANSACTION)\s*;", re.IGNORECASE | re.MULTILINE
 )
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", LEDGER_SCHEMA)
-TENANT_COLUMN = "tenant_id"
-TENANT_FUNCTION = "current_tenant_id()"
+TENANT_COLUMN = catalog.TENANT_COLUMN
+TENANT_FUNCTION = f"{catalog.TENANT_FUNCTION_NAME}()"
 FENCE_POLICY = "tenant_fence"
 COMMANDS = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+# WARNING MODE, for now: the queue's SECURITY DEFINER functions (app.dequeue_jobs, app.complete_job,
+# app.fail_job in schemas/queue/0002_jobs.sql) pin ``search_path = pg_catalog`` without pg_temp last, and an
+# applied file is never edited. Until a new migration re-pins them, a violation is logged and returned in
+# ApplyResult.warnings; then set this to True so a violating file is rolled back.
+DEFINER_CHECK_ENFORCED = False
 
 
 class MigrationError(ToolkitError):
@@ -102,6 +114,7 @@ class ApplyResult:
     repaired: list[str]
     ledger: dict[str, str]
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -207,6 +220,11 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
             "CREATE TABLE IF NOT EXISTS {}.rls_baseline (table_name text PRIMARY KEY, state jsonb NOT NULL)"
         ).format(schema)
     )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.security_baseline (object text PRIMARY KEY, state jsonb NOT NULL)"
+        ).format(schema)
+    )
 
 
 def ledger_exists(conn: psycopg.Connection) -> bool:
@@ -310,14 +328,21 @@ def _policies(conn: psycopg.Connection, oids: list[int]) -> dict[int, dict[str, 
     return found
 
 
-def _is_fence(policy: dict[str, Any]) -> bool:
-    exprs = [policy.get("using") or "", policy.get("check") or ""]
-    return (
-        not policy["permissive"]
-        and policy["command"] == "*"
-        and policy["roles"] == ["public"]
-        and all(TENANT_COLUMN in e and TENANT_FUNCTION in e for e in exprs)
-    )
+def fence_policy_problem(policy: dict[str, Any], table: str) -> str | None:
+    """Why a policy is not the tenant fence of ``table`` (restrictive, FOR ALL, TO PUBLIC, both expressions
+    exactly the fence, see :func:`catalog.fence_problem`), or None. Expressions must be read with
+    :func:`catalog.pinned_search_path`."""
+    if policy["permissive"]:
+        return "it is permissive (the fence must be RESTRICTIVE)"
+    if policy["command"] != "*":
+        return f"it is FOR {COMMANDS.get(policy['command'], policy['command'])}, not FOR ALL"
+    if policy["roles"] != ["public"]:
+        return f"it applies to {', '.join(policy['roles'])}, not to PUBLIC"
+    for clause, key in (("USING", "using"), ("WITH CHECK", "check")):
+        problem = catalog.fence_problem(policy.get(key), table)
+        if problem:
+            return f"{clause} {problem}"
+    return None
 
 
 def tenant_table_problems(conn: psycopg.Connection) -> list[str]:
@@ -326,7 +351,8 @@ def tenant_table_problems(conn: psycopg.Connection) -> list[str]:
     if not tables:
         return []
     by_oid = {t["oid"]: t for t in tables}
-    policies = _policies(conn, list(by_oid))
+    with catalog.pinned_search_path(conn):  # so the policy text qualifies every function it calls
+        policies = _policies(conn, list(by_oid))
     problems: list[str] = []
     for table in tables:
         name = table["name"]
@@ -339,10 +365,13 @@ def tenant_table_problems(conn: psycopg.Connection) -> list[str]:
             problems.append(f"{name}: row level security is not enabled")
         if not table["forced"]:
             problems.append(f"{name}: row level security is not forced (the owner would bypass it)")
-        if not any(_is_fence(p) for p in policies.get(table["oid"], {}).values()):
+        found = policies.get(table["oid"], {})
+        if not any(fence_policy_problem(p, name) is None for p in found.values()):
+            why = fence_policy_problem(found[FENCE_POLICY], name) if FENCE_POLICY in found else None
             problems.append(
                 f"{name}: no restrictive FOR ALL policy checking tenant_id against "
                 f"app_private.{TENANT_FUNCTION} in USING and WITH CHECK"
+                + (f" ({FENCE_POLICY}: {why})" if why else "")
             )
     # Keys: the primary key and every unique index include tenant_id; a reference to another tenant table
     # maps tenant_id to tenant_id, so a row can never point at another tenant's row.
@@ -438,6 +467,52 @@ def baseline_problems(conn: psycopg.Connection) -> list[str]:
     return problems
 
 
+def _ignored_grantees(conn: psycopg.Connection) -> set[str]:
+    """The tier's app and readonly roles, named after the ledger schema's owner (the migrator)."""
+    row = conn.execute(
+        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", [LEDGER_SCHEMA]
+    ).fetchone()
+    return catalog.managed_role_grantees(row[0]) if row else set()
+
+
+def security_snapshot(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    return catalog.security_snapshot(conn, _ignored_grantees(conn))
+
+
+def save_security_baseline(conn: psycopg.Connection) -> None:
+    table = sql.SQL("{}.security_baseline").format(sql.Identifier(LEDGER_SCHEMA))
+    conn.execute(sql.SQL("DELETE FROM {}").format(table))
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} (object, state) VALUES (%s, %s)").format(table),
+            [(label, Jsonb(state)) for label, state in security_snapshot(conn).items()],
+        )
+
+
+def read_security_baseline(conn: psycopg.Connection) -> dict[str, dict[str, Any]] | None:
+    """The recorded fingerprint, or None when none was recorded (a ledger from before the fingerprint)."""
+    if conn.execute("SELECT to_regclass(%s) IS NULL", [f"{LEDGER_SCHEMA}.security_baseline"]).fetchone()[0]:
+        return None
+    rows = conn.execute(
+        sql.SQL("SELECT object, state FROM {}.security_baseline").format(sql.Identifier(LEDGER_SCHEMA))
+    ).fetchall()
+    return dict(rows)
+
+
+def security_baseline_problems(conn: psycopg.Connection) -> list[str]:
+    """Functions, definer flags, owners, search_path pins, grants and triggers against what migrations left."""
+    if not ledger_exists(conn):
+        return []
+    expected = read_security_baseline(conn)
+    if expected is None:
+        return [
+            f"{LEDGER_SCHEMA}.security_baseline: no security fingerprint recorded yet; the next apply records it"
+        ]
+    return catalog.security_problems(expected, security_snapshot(conn)) + catalog.partition_grant_problems(
+        conn
+    )
+
+
 def _create_policy(table: str, name: str, spec: dict[str, Any]) -> sql.Composed:
     roles = sql.SQL(", ").join(
         sql.SQL("PUBLIC") if r == "public" else sql.Identifier(r) for r in spec["roles"] or ["public"]
@@ -507,7 +582,11 @@ def inspect(conn: psycopg.Connection, files: list[MigrationFile]) -> Inspection:
     """Read-only: the ledger against the files, the tenant-table lint and the RLS baseline."""
     ledger = read_ledger(conn)
     planned = plan(files, ledger)
-    drift = planned.problems() + sorted(set(tenant_table_problems(conn) + baseline_problems(conn)))
+    drift = (
+        planned.problems()
+        + sorted(set(tenant_table_problems(conn) + baseline_problems(conn)))
+        + security_baseline_problems(conn)
+    )
     return Inspection(
         ledger={entry.name: entry.sha256 for entry in sorted(ledger.values(), key=lambda e: e.version)},
         pending=[f.name for f in planned.pending],
@@ -533,6 +612,7 @@ def apply(
     started = time.monotonic()
     acquire_lock(conn, lock_timeout)
     try:
+        unfingerprinted = read_security_baseline(conn) is None
         with conn.transaction():
             _as_owner(conn, owner, statement_lock_timeout)
             ensure_ledger(conn)
@@ -546,6 +626,7 @@ def apply(
         session_user = conn.execute("SELECT session_user").fetchone()[0]
         applied_by = f"{session_user} via {actor}" if actor else session_user
         applied: list[str] = []
+        warnings: list[str] = []
         for migration in planned.pending:
             began = time.monotonic()
             try:
@@ -558,7 +639,20 @@ def apply(
                             f"{migration.name} was rolled back: it leaves tenant tables unprotected:\n  - "
                             + "\n  - ".join(problems)
                         )
+                    definers = catalog.definer_problems(conn)
+                    if definers and DEFINER_CHECK_ENFORCED:
+                        raise MigrationFailed(
+                            f"{migration.name} was rolled back: its SECURITY DEFINER functions are unsafe:\n  - "
+                            + "\n  - ".join(definers)
+                        )
+                    for problem in definers:
+                        if problem not in warnings:
+                            log.warning(
+                                "SchemaMigrations[%s]: %s: %s", conn.info.dbname, migration.name, problem
+                            )
+                            warnings.append(problem)
                     save_baseline(conn)
+                    save_security_baseline(conn)
                     conn.execute(
                         sql.SQL(
                             "INSERT INTO {}.schema_migrations"
@@ -575,18 +669,24 @@ def apply(
             except psycopg.Error as exc:
                 raise _failure(migration.name, exc) from None
             applied.append(migration.name)
+        if unfingerprinted and not applied:
+            # A ledger from before the fingerprint existed: record the state as it is now, once.
+            with conn.transaction():
+                _as_owner(conn, owner, statement_lock_timeout)
+                save_security_baseline(conn)
         repaired: list[str] = []
         if repair:
             with conn.transaction():
                 _as_owner(conn, owner, statement_lock_timeout)
                 repaired = repair_baseline(conn)
         remaining = sorted(set(tenant_table_problems(conn) + baseline_problems(conn)))
+        remaining += security_baseline_problems(conn)
         if remaining:
             raise SchemaDriftError(
                 f"database {conn.info.dbname}: the schema differs from the migrations in ways that cannot be "
                 "repaired automatically:\n  - " + "\n  - ".join(remaining)
             )
         ledger_names = {e.name: e.sha256 for e in sorted(read_ledger(conn).values(), key=lambda e: e.version)}
-        return ApplyResult(applied, repaired, ledger_names, time.monotonic() - started)
+        return ApplyResult(applied, repaired, ledger_names, time.monotonic() - started, warnings)
     finally:
         release_lock(conn)

@@ -4,6 +4,12 @@ The admin connection comes from the stack config (``redis`` section plus the sec
 ``redisAdminPassword``, or on staging/production the CI variable ``secretsFromEnv`` names for it); only a
 dev stack lets the devenv's ``PENGUINMAILS_REDIS_*`` variables override them. Refresh compares the live
 user with the state, including the password (Redis reports its SHA-256), so an out-of-band change shows.
+
+The user may run only :data:`QUEUE_COMMANDS`, only on keys under its prefixes, and no pub/sub channel.
+Earlier versions granted command categories (input ``categories``); categories carry FLUSHALL, SWAPDB,
+KEYS, SCAN and CLIENT KILL along with what a queue needs, so ``categories`` is now ignored: ``check()``
+drops it from the inputs, and state that still holds it is *updated* (same user, same password) to the
+allow-list on the next ``up``, never replaced.
 """
 
 from __future__ import annotations
@@ -18,7 +24,75 @@ import redis
 from modules.errors import ToolkitError
 from modules.providers import ProviderSettings, redact
 
-USER_KEYS = ("username", "password", "key_prefixes", "categories")
+USER_KEYS = ("username", "password", "key_prefixes", "commands")
+# Inputs of earlier versions: their presence in the old state is a change (the next update drops them).
+LEGACY_KEYS = ("categories",)
+
+# Everything the queue's workers may run. No category is granted: @keyspace, @write, @read, @connection
+# and the like also carry FLUSHALL/FLUSHDB/SWAPDB, KEYS/SCAN and CLIENT KILL. Every command here that
+# names keys is checked by Redis against the user's ``~<prefix>*`` patterns, and so is every key a script
+# touches with redis.call (declared in KEYS or not), so none of them reaches a key outside the prefixes.
+# Needs Redis 6.2+ (LMOVE, BLMOVE); subcommands are granted one by one (``script|load``, not ``script``).
+QUEUE_COMMANDS = (
+    # Plain keys: job payloads and locks (SET ... NX PX), their lifetimes, cleanup.
+    "get",
+    "set",  # also SET NX/PX for locks, SET GET for swaps
+    "del",
+    "exists",
+    "expire",
+    "pexpire",
+    "ttl",  # a worker checks how long its lock still holds
+    # Hashes: a job's fields (state, attempts, timestamps).
+    "hset",
+    "hget",
+    "hmget",
+    "hdel",
+    "hgetall",
+    "hincrby",  # attempt counters
+    # Lists: the waiting/active queues; blocking pops so idle workers wait without polling.
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "lrange",
+    "llen",
+    "lrem",  # take a finished job out of the active list
+    "blpop",
+    "brpop",
+    "lmove",  # reliable queue: move waiting -> active atomically (both keys must be under the prefixes)
+    "blmove",
+    # Sorted sets: delayed and scheduled jobs by due time, recent jobs by finish time.
+    "zadd",
+    "zrem",
+    "zrange",
+    "zrangebyscore",
+    "zpopmin",
+    "bzpopmin",
+    "zcard",
+    "zscore",
+    # Scripts: atomic multi-key steps. They run with this user's rights: only the commands listed here,
+    # only on keys under the prefixes. SCRIPT LOAD/EXISTS only touch the script cache (EXISTS because
+    # redis-py's pipelines check their scripts with it before EXEC); no SCRIPT FLUSH/KILL, no FUNCTION.
+    "eval",
+    "evalsha",
+    "script|load",
+    "script|exists",
+    # Transactions; redis-py sends UNWATCH when a WATCHed pipeline is reset. Redis reports these five as
+    # "+@transaction", which is exactly them.
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    # Connection: health checks, the login itself (AUTH; HELLO for RESP3 and HELLO ... AUTH; Redis lets
+    # both through without a rule, listed to say they are meant), and a name per worker connection.
+    # Not CLIENT LIST/INFO/KILL/PAUSE (they see or disturb other clients), not SELECT (one database).
+    "ping",
+    "auth",
+    "hello",
+    "client|setname",
+    "client|getname",
+)
 ENV_HOST = "PENGUINMAILS_REDIS_HOST"
 ENV_PORT = "PENGUINMAILS_REDIS_PORT"
 ENV_PASSWORD = "PENGUINMAILS_REDIS_ADMIN_PASSWORD"  # noqa: S105 - a variable name
@@ -29,32 +103,53 @@ class RedisError(ToolkitError):
     """Redis refused a command or could not be reached."""
 
 
+def user_props(username: Any, password: Any, key_prefixes: list[str]) -> dict[str, Any]:
+    """The resource's inputs: who, with which password, on which prefixes, and the allow-list."""
+    return {
+        "username": username,
+        "password": password,
+        "key_prefixes": list(key_prefixes),
+        "commands": list(QUEUE_COMMANDS),
+    }
+
+
+def _command_rules(props: dict[str, Any]) -> list[str]:
+    return ["-@all"] + [f"+{command}" for command in props.get("commands") or QUEUE_COMMANDS]
+
+
 def acl_rules(props: dict[str, Any]) -> list[str]:
+    """ACL SETUSER rules: start from nothing (``reset`` also clears selectors), then grant only ours.
+
+    ``categories`` of earlier inputs is not read: see the module docstring.
+    """
     rules = ["reset", "on", f">{props['password']}", "resetchannels"]
     rules += [f"~{prefix}*" for prefix in props["key_prefixes"]]
-    rules += ["-@all"] + [f"+@{category}" for category in props["categories"]]
-    return rules
+    return rules + _command_rules(props)
+
+
+def _tokens(value: Any) -> list[str]:
+    """GETUSER fields come as one space-separated string (Redis 7) or a list (Redis 6.2)."""
+    if not value:
+        return []
+    return value.split() if isinstance(value, str) else [str(v) for v in value]
 
 
 def live_matches(live: dict[str, Any], props: dict[str, Any]) -> dict[str, bool]:
     """Which managed aspects of the live user still match the desired ``props``."""
     digest = hashlib.sha256(props["password"].encode()).hexdigest()
-    keys = live.get("keys") or ""
-    keys = keys.split() if isinstance(keys, str) else list(keys)
-    commands = live.get("commands") or ""
-    # Redis compacts the rules it reports (e.g. "+object|help" appears), so compare with what it reported
-    # right after our own SETUSER when we have that, and with the rules we sent otherwise.
+    # Redis compacts the rules it reports ("+@transaction" for our five transaction commands, and
+    # "+object|help" appeared with categories), so compare with what it reported right after our own
+    # SETUSER when we have that, and with the rules we send otherwise.
     seen_after_apply = props.get("acl_commands")
-    wanted_commands = (
-        set(seen_after_apply.split())
-        if seen_after_apply
-        else {"-@all", *(f"+@{c}" for c in props["categories"])}
-    )
+    wanted_commands = set(seen_after_apply.split()) if seen_after_apply else set(_command_rules(props))
     return {
         "enabled": "on" in (live.get("flags") or []),
         "password": digest in (live.get("passwords") or []),
-        "key_prefixes": sorted(keys) == sorted(f"~{p}*" for p in props["key_prefixes"]),
-        "categories": set(commands.split()) == wanted_commands,
+        "key_prefixes": sorted(_tokens(live.get("keys"))) == sorted(f"~{p}*" for p in props["key_prefixes"]),
+        "commands": set(_tokens(live.get("commands"))) == wanted_commands,
+        # We grant no channel and no extra selector; either one added out of band widens the user.
+        "channels": not _tokens(live.get("channels")),
+        "selectors": not live.get("selectors"),
     }
 
 
@@ -103,12 +198,23 @@ class RedisUserProvider(dynamic.ResourceProvider):
             failures.append(dynamic.CheckFailure("username", "must be a non-empty name without spaces"))
         if not news.get("key_prefixes"):
             failures.append(dynamic.CheckFailure("key_prefixes", "must list at least one key prefix"))
-        if not news.get("categories"):
-            failures.append(dynamic.CheckFailure("categories", "must list at least one command category"))
+        # Inputs of earlier programs (``categories``) become the allow-list; nothing else can be granted.
+        news = {key: value for key, value in news.items() if key not in LEGACY_KEYS}
+        news.setdefault("commands", list(QUEUE_COMMANDS))
+        unknown = [c for c in news["commands"] or [] if c not in QUEUE_COMMANDS]
+        if not news["commands"] or unknown:
+            failures.append(
+                dynamic.CheckFailure(
+                    "commands",
+                    "may only list commands of QUEUE_COMMANDS"
+                    + (f" (not {', '.join(map(str, unknown))})" if unknown else ""),
+                )
+            )
         return dynamic.CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         changed = [key for key in USER_KEYS if olds.get(key) != news.get(key)]
+        changed += [key for key in LEGACY_KEYS if key in olds]
         replaces = [key for key in changed if key == "username"]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
@@ -147,8 +253,8 @@ class RedisUserProvider(dynamic.ResourceProvider):
             outs["password"] = "(changed outside Pulumi)"  # noqa: S105 - a drift marker, not a secret
         if not matches["key_prefixes"]:
             outs["key_prefixes"] = []
-        if not matches["categories"] or not matches["enabled"]:
-            outs["categories"] = []
+        if not all(matches[aspect] for aspect in ("commands", "enabled", "channels", "selectors")):
+            outs["commands"] = []
         return dynamic.ReadResult(id_=id_, outs=outs, inputs=None)
 
     def delete(self, id_: str, _props: dict[str, Any]) -> None:
@@ -160,7 +266,11 @@ class RedisUserProvider(dynamic.ResourceProvider):
 
 
 class RedisUser(dynamic.Resource, module="redis", name="User"):
-    """An ACL user limited to ``key_prefixes`` and the given command categories."""
+    """An ACL user limited to ``key_prefixes`` and the queue's commands (:data:`QUEUE_COMMANDS`).
+
+    ``categories`` is accepted so older callers keep working, and ignored (with a warning): the
+    allow-list is fixed, because any category also grants commands a worker must not have.
+    """
 
     username: pulumi.Output[str]
     password: pulumi.Output[str]
@@ -174,11 +284,8 @@ class RedisUser(dynamic.Resource, module="redis", name="User"):
         categories: list[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        props = {
-            "username": username,
-            "password": password,
-            "key_prefixes": key_prefixes,
-            "categories": categories or ["read", "write", "list", "hash", "string", "keyspace", "connection"],
-        }
+        if categories:
+            pulumi.log.warn(f"RedisUser[{name}]: categories are ignored; the user gets QUEUE_COMMANDS only")
+        props = user_props(username, password, key_prefixes)
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["password"])
         super().__init__(RedisUserProvider(), name, props, pulumi.ResourceOptions.merge(secret_opts, opts))

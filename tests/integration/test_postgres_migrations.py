@@ -244,3 +244,83 @@ def test_psycopg_error_messages_never_carry_the_password(devenv_env):
         connect(target)
     assert caught.value.sqlstate == "28P01"
     assert "hunter2-do-not-print" not in str(caught.value)
+
+
+def test_a_fence_with_a_widening_clause_is_refused(scratch, tmp_path):
+    widened = TENANT_TABLE + (
+        "ALTER POLICY tenant_fence ON app.notes"
+        " USING (tenant_id = (SELECT app_private.current_tenant_id()) OR true);"
+    )
+    folder = write(tmp_path / "m", {"0001_foundation.sql": FOUNDATION, "0002_notes.sql": widened})
+    with pytest.raises(mig.MigrationFailed, match="leaves tenant tables unprotected") as caught:
+        apply(scratch, folder)
+    assert "app.notes: no restrictive FOR ALL policy" in caught.value.message
+    assert "(tenant_fence: USING OR is not allowed (it widens the fence))" in caught.value.message
+
+
+DEFINER = """
+CREATE FUNCTION app.count_notes() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog AS $$ SELECT count(*) FROM app.notes $$;
+"""
+
+
+def test_an_unsafe_security_definer_function_is_a_warning_for_now(scratch, tmp_path):
+    folder = write(
+        tmp_path / "m",
+        {"0001_foundation.sql": FOUNDATION, "0002_notes.sql": TENANT_TABLE, "0003_count.sql": DEFINER},
+    )
+    assert not mig.DEFINER_CHECK_ENFORCED  # the queue's definer functions fail the check (see migrations.py)
+    result = apply(scratch, folder)
+    assert result.warnings == [
+        "SECURITY DEFINER function app.count_notes() pins search_path to 'pg_catalog' without pg_temp last "
+        "(a caller's temporary tables would shadow its own)"
+    ]
+
+
+def test_an_unsafe_security_definer_function_fails_its_file_when_enforced(scratch, tmp_path, monkeypatch):
+    monkeypatch.setattr(mig, "DEFINER_CHECK_ENFORCED", True)
+    public = DEFINER.replace("pg_catalog AS", "pg_catalog, pg_temp AS") + (
+        "GRANT EXECUTE ON FUNCTION app.count_notes() TO PUBLIC;"
+    )
+    folder = write(
+        tmp_path / "m",
+        {"0001_foundation.sql": FOUNDATION, "0002_notes.sql": TENANT_TABLE, "0003_count.sql": public},
+    )
+    with pytest.raises(mig.MigrationFailed, match=r"0003_count\.sql was rolled back") as caught:
+        apply(scratch, folder)
+    assert "SECURITY DEFINER function app.count_notes() is executable by PUBLIC" in caught.value.message
+    with scratch.connect() as conn:
+        assert sorted(mig.read_ledger(conn)) == [1, 2]
+
+
+def test_security_drift_is_reported_and_fails_the_update(devenv_env):
+    db = provision("queue")
+    try:
+        files = mig.load_dir(REPO_ROOT / "schemas" / "queue")
+        with db.connect() as conn:
+            assert mig.inspect(conn, files).drift == []
+            # A helper of the policies replaced by one that admits everybody.
+            conn.execute(
+                "CREATE OR REPLACE FUNCTION app_private.is_owner_of(p_table regclass) RETURNS boolean "
+                "LANGUAGE sql STABLE AS $$ SELECT true $$"
+            )
+            conn.execute("ALTER FUNCTION app.dequeue_jobs(text, text, integer) RESET search_path")
+            conn.execute("GRANT EXECUTE ON FUNCTION app.complete_job(uuid, uuid, text) TO PUBLIC")
+            conn.execute("GRANT SELECT ON app.dead_letters TO PUBLIC")
+            conn.execute("ALTER TABLE app.jobs DISABLE TRIGGER jobs_notify_ready")
+            drift = mig.inspect(conn, files).drift
+        fn = "function app_private.is_owner_of(regclass)"
+        assert any(d.startswith(f"{fn}: its definition changed (sha256 ") for d in drift), drift
+        dequeue = "function app.dequeue_jobs(text,text,integer)"
+        assert f"{dequeue}: search_path pin changed from 'pg_catalog' to not pinned" in drift
+        assert (
+            "function app.complete_job(uuid,uuid,text): grants not from the migrations: PUBLIC:EXECUTE"
+            in drift
+        )
+        assert "table app.dead_letters: grants not from the migrations: PUBLIC:SELECT" in drift
+        assert "trigger jobs_notify_ready on app.jobs: enabled changed from 'O' to 'D'" in drift
+        with pytest.raises(mig.SchemaDriftError) as caught:
+            apply(db, REPO_ROOT / "schemas" / "queue")
+        assert f"{dequeue}: search_path pin changed" in caught.value.message
+    finally:
+        teardown(db)

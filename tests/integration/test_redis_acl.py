@@ -1,0 +1,383 @@
+"""The queue's ACL user on the dev Redis: what it may run, where, and how the resource sees drift.
+
+Every test makes its own user through the resource's provider (``check`` then ``create``, the same rules
+the stack sends) with a unique name, and deletes it and its keys afterwards; the dev stack's own user
+(``penguinmails-queue``) is never touched. Before a forbidden command is sent as that user, ``ACL DRYRUN``
+(admin) must already refuse it, so a wrong allow-list fails the test instead of flushing the dev server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+from devenv.redis import RedisService
+from modules.config.model import RedisConfig
+from modules.redis.resources import RedisUserProvider, _as_dict, user_props
+from tests.support.devenv_vars import stack_settings
+
+DEV_STACK_USER = "penguinmails-queue"
+PREFIXES = RedisConfig().key_prefixes  # the prefixes the stack gives the queue user
+
+# Refused whatever their arguments; the arguments chosen are harmless should one get through anyway.
+# ``{k}`` is a key under the user's first prefix (a refused key is not why these fail).
+FORBIDDEN = [
+    ("FLUSHALL",),
+    ("FLUSHALL", "ASYNC"),
+    ("FLUSHDB",),
+    ("SWAPDB", "0", "0"),
+    ("KEYS", "*"),
+    ("KEYS", "{k}*"),
+    ("SCAN", "0"),
+    ("SCAN", "0", "MATCH", "{k}*"),
+    ("CONFIG", "GET", "maxmemory-policy"),
+    ("CONFIG", "SET", "maxmemory-policy", "noeviction"),
+    ("CLIENT", "KILL", "ID", "999999999"),
+    ("CLIENT", "LIST"),
+    ("CLIENT", "PAUSE", "1"),
+    ("DEBUG", "SLEEP", "0"),
+    ("SHUTDOWN", "ABORT"),
+    ("MIGRATE", "127.0.0.1", "1", "{k}", "0", "1000"),
+    ("MODULE", "LIST"),
+    ("ACL", "WHOAMI"),
+    ("ACL", "LIST"),
+    ("SELECT", "1"),
+    ("INFO",),
+    ("DBSIZE",),
+    ("RANDOMKEY",),
+    ("RENAME", "{k}", "{k}:renamed"),
+    ("OBJECT", "ENCODING", "{k}"),
+    ("DUMP", "{k}"),
+    ("SCRIPT", "FLUSH"),
+    ("SCRIPT", "KILL"),
+    ("FUNCTION", "LIST"),
+    ("FCALL", "nothing", "0"),
+    ("SUBSCRIBE", "{k}"),
+    ("PSUBSCRIBE", "*"),
+    ("PUBLISH", "{k}", "x"),
+    ("BGSAVE",),
+    ("REPLICAOF", "NO", "ONE"),
+    ("MONITOR",),
+]
+
+# One call of every key command of the allow-list; ``{k}`` is a key of the prefix under test (or outside
+# it). In this order each works on what the calls before it left.
+KEY_COMMANDS = [
+    ("SET", "{k}:s", "v", "NX", "PX", "60000"),
+    ("GET", "{k}:s"),
+    ("EXISTS", "{k}:s"),
+    ("EXPIRE", "{k}:s", "60"),
+    ("PEXPIRE", "{k}:s", "60000"),
+    ("TTL", "{k}:s"),
+    ("DEL", "{k}:s"),
+    ("HSET", "{k}:h", "state", "waiting", "attempts", "0"),
+    ("HGET", "{k}:h", "state"),
+    ("HMGET", "{k}:h", "state", "attempts"),
+    ("HINCRBY", "{k}:h", "attempts", "1"),
+    ("HGETALL", "{k}:h"),
+    ("HDEL", "{k}:h", "state"),
+    ("RPUSH", "{k}:l", "a", "b", "c"),
+    ("LPUSH", "{k}:l", "z"),
+    ("LRANGE", "{k}:l", "0", "-1"),
+    ("LLEN", "{k}:l"),
+    ("LMOVE", "{k}:l", "{k}:active", "LEFT", "RIGHT"),
+    ("BLMOVE", "{k}:l", "{k}:active", "LEFT", "RIGHT", "0.01"),
+    ("LREM", "{k}:active", "1", "z"),
+    ("LPOP", "{k}:l"),
+    ("RPOP", "{k}:active"),
+    ("BLPOP", "{k}:l", "0.01"),
+    ("BRPOP", "{k}:l", "0.01"),
+    ("ZADD", "{k}:z", "1", "a", "2", "b", "3", "c"),
+    ("ZSCORE", "{k}:z", "a"),
+    ("ZCARD", "{k}:z"),
+    ("ZRANGE", "{k}:z", "0", "-1"),
+    ("ZRANGEBYSCORE", "{k}:z", "-inf", "2"),
+    ("ZPOPMIN", "{k}:z"),
+    ("BZPOPMIN", "{k}:z", "0.01"),
+    ("ZREM", "{k}:z", "c"),
+    ("EVAL", "return redis.call('SET', KEYS[1], ARGV[1])", "1", "{k}:e", "v"),
+    ("WATCH", "{k}:e"),
+]
+
+
+@dataclass
+class QueueUser:
+    username: str
+    password: str
+    outs: dict[str, Any]
+    token: str
+
+    def key(self, prefix: str) -> str:
+        return f"{prefix}acltest-{self.token}"
+
+    @property
+    def outside(self) -> str:
+        return f"outside:acltest-{self.token}"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(
+            port=int(kwargs.pop("port")), username=self.username, password=self.password, **kwargs
+        )
+
+
+@pytest.fixture(scope="module")
+def dev_redis() -> dict[str, str]:
+    """The dev Redis (started if it is not; idempotent) and the variables that reach it."""
+    service = RedisService()
+    service.start()
+    return service.env()
+
+
+@pytest.fixture
+def admin(dev_redis):
+    client = redis.Redis(
+        host=dev_redis["PENGUINMAILS_REDIS_HOST"],
+        port=int(dev_redis["PENGUINMAILS_REDIS_PORT"]),
+        password=dev_redis["PENGUINMAILS_REDIS_ADMIN_PASSWORD"],
+        decode_responses=True,
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def provider(dev_redis, monkeypatch) -> RedisUserProvider:
+    for key, value in dev_redis.items():
+        monkeypatch.setenv(key, value)
+    provider = RedisUserProvider()
+    provider.settings = stack_settings("dev")
+    return provider
+
+
+def _cleanup(admin: redis.Redis, provider: RedisUserProvider, username: str, token: str) -> None:
+    assert username != DEV_STACK_USER
+    if admin.execute_command("ACL", "GETUSER", username):
+        provider.delete(username, {})
+    for key in admin.scan_iter(match=f"*acltest-{token}*"):
+        admin.delete(key)
+
+
+@pytest.fixture
+def queue_user(admin, provider, dev_redis):
+    """A user made by the resource itself, as the stack makes it."""
+    token = secrets.token_hex(4)
+    username = f"pm-acltest-{token}"
+    password = secrets.token_urlsafe(24)
+    checked = provider.check({}, user_props(username, password, PREFIXES))
+    assert checked.failures == []
+    try:
+        outs = provider.create(checked.inputs).outs
+        yield QueueUser(username, password, outs, token)
+    finally:
+        _cleanup(admin, provider, username, token)
+
+
+@pytest.fixture
+def worker(queue_user, dev_redis):
+    client = queue_user.client(port=dev_redis["PENGUINMAILS_REDIS_PORT"], decode_responses=True)
+    yield client
+    client.close()
+
+
+def _refused_by_dryrun(admin: redis.Redis, username: str, args: tuple[str, ...]) -> bool:
+    """ACL DRYRUN answers OK, or the reason it would refuse, without running anything."""
+    return admin.execute_command("ACL", "DRYRUN", username, *args) != "OK"
+
+
+def _fill(args: tuple[str, ...], key: str) -> tuple[str, ...]:
+    return tuple(a.replace("{k}", key) for a in args)
+
+
+@pytest.mark.parametrize("command", FORBIDDEN, ids=lambda c: " ".join(c[:2]))
+def test_forbidden_command_is_refused_with_noperm(command, queue_user, worker, admin):
+    args = _fill(command, queue_user.key(PREFIXES[0]))
+    assert _refused_by_dryrun(admin, queue_user.username, args), f"the ACL would allow {args}"
+    if args[0] == "DEBUG":
+        # Refused before the ACL is consulted (enable-debug-command is off); DRYRUN shows the ACL's answer.
+        with pytest.raises(redis.exceptions.ResponseError, match="DEBUG command not allowed"):
+            worker.execute_command(*args)
+        return
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.execute_command(*args)
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_queue_commands_work_under_each_prefix(prefix, queue_user, worker):
+    key = queue_user.key(prefix)
+    for command in KEY_COMMANDS:
+        worker.execute_command(*_fill(command, key))  # a refusal raises NoPermissionError
+    worker.execute_command("UNWATCH")
+    assert worker.get(f"{key}:e") == "v"
+    assert worker.hgetall(f"{key}:h") == {"attempts": "1"}
+
+
+@pytest.mark.parametrize("command", KEY_COMMANDS, ids=lambda c: c[0])
+def test_queue_commands_are_refused_on_a_key_outside_the_prefixes(command, queue_user, worker):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.execute_command(*_fill(command, queue_user.outside))
+
+
+def test_moving_a_job_needs_both_keys_under_the_prefixes(queue_user, worker):
+    inside = queue_user.key(PREFIXES[0])
+    worker.rpush(inside, "job-1")
+    for args in (
+        ("LMOVE", inside, queue_user.outside, "LEFT", "RIGHT"),
+        ("BLMOVE", inside, queue_user.outside, "LEFT", "RIGHT", "0.01"),
+        ("LMOVE", queue_user.outside, inside, "LEFT", "RIGHT"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.execute_command(*args)
+    assert worker.lrange(inside, 0, -1) == ["job-1"]
+
+
+def test_scripts_reach_only_the_prefixes_and_the_allowed_commands(queue_user, worker, admin):
+    inside = queue_user.key(PREFIXES[0])
+    # Declared or not, a key under the prefixes is reachable; any other key is not.
+    assert worker.eval("return redis.call('SET', KEYS[1], 'v')", 1, inside) == "OK"
+    assert worker.eval(f"return redis.call('GET', '{inside}')", 0) == "v"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.eval("return 1", 1, queue_user.outside)
+    with pytest.raises(redis.exceptions.ResponseError, match="can't access"):
+        worker.eval(f"return redis.call('SET', '{queue_user.outside}', 'v')", 0)
+    assert _refused_by_dryrun(admin, queue_user.username, ("FLUSHALL",))
+    with pytest.raises(redis.exceptions.ResponseError, match="can't run this command"):
+        worker.eval("return redis.call('FLUSHALL')", 0)
+    assert not admin.exists(queue_user.outside)
+    # SCRIPT LOAD + EVALSHA, and redis-py's pipelines (SCRIPT EXISTS, MULTI/EXEC).
+    incr = worker.register_script("return redis.call('HINCRBY', KEYS[1], 'n', 1)")
+    assert incr(keys=[inside + ":h"]) == 1
+    sha = worker.script_load("return redis.call('HGET', KEYS[1], 'n')")
+    assert worker.evalsha(sha, 1, inside + ":h") == "1"
+    with worker.pipeline(transaction=True) as pipe:
+        incr(keys=[inside + ":h"], client=pipe)
+        pipe.hget(inside + ":h", "n")
+        assert pipe.execute() == [2, "2"]
+
+
+def test_transactions_watch_and_discard(queue_user, worker):
+    key = queue_user.key(PREFIXES[1])
+    with worker.pipeline() as pipe:
+        pipe.watch(key)
+        pipe.multi()
+        pipe.set(key, "1")
+        assert pipe.execute() == [True]
+    with worker.pipeline() as pipe:
+        pipe.watch(key)  # reset() on leaving sends UNWATCH
+    worker.execute_command("MULTI")
+    worker.execute_command("SET", key, "2")
+    assert worker.execute_command("DISCARD") == "OK"
+    assert worker.get(key) == "1"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_worker_connects_with_a_name_over_resp2_and_resp3(protocol, queue_user, dev_redis):
+    client = queue_user.client(
+        port=dev_redis["PENGUINMAILS_REDIS_PORT"],
+        protocol=protocol,
+        client_name=f"worker-{queue_user.token}",
+        decode_responses=True,
+    )
+    try:
+        assert client.ping() is True  # AUTH (RESP2) or HELLO 3 AUTH, then CLIENT SETNAME
+        assert client.client_getname() == f"worker-{queue_user.token}"
+    finally:
+        client.close()
+
+
+def test_wrong_password_is_refused(queue_user, dev_redis):
+    client = redis.Redis(
+        port=int(dev_redis["PENGUINMAILS_REDIS_PORT"]), username=queue_user.username, password="wrong"
+    )
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client.ping()
+
+
+def test_refresh_right_after_create_sees_no_drift(queue_user, provider):
+    read = provider.read(queue_user.username, queue_user.outs)
+    assert read.id == queue_user.username
+    assert read.outs == queue_user.outs
+    assert "+@transaction" in queue_user.outs["acl_commands"].split()  # Redis's compaction, kept as reference
+
+
+TAMPERING = {
+    "password": (["resetpass", ">tampered-password"], "password"),
+    "extra-command": (["+flushall"], "commands"),
+    "category": (["+@keyspace"], "commands"),
+    "all-keys": (["~*"], "key_prefixes"),
+    "channels": (["&*"], "commands"),
+    "selector": (["(~* +@all)"], "commands"),
+    "disabled": (["off"], "commands"),
+}
+
+
+@pytest.mark.parametrize("rules, marked", TAMPERING.values(), ids=TAMPERING.keys())
+def test_out_of_band_change_is_seen_and_the_update_restores_the_user(
+    rules, marked, queue_user, provider, admin, worker
+):
+    admin.execute_command("ACL", "SETUSER", queue_user.username, *rules)
+    read = provider.read(queue_user.username, queue_user.outs)
+    assert read.outs[marked] != queue_user.outs[marked]
+    news = provider.check({}, user_props(queue_user.username, queue_user.password, PREFIXES)).inputs
+    diff = provider.diff(queue_user.username, read.outs, news)
+    assert diff.changes is True and diff.replaces == []
+
+    outs = provider.update(queue_user.username, read.outs, news).outs
+    assert outs == queue_user.outs
+    assert provider.read(queue_user.username, outs).outs == outs
+    assert _refused_by_dryrun(admin, queue_user.username, ("FLUSHALL",))
+    assert _refused_by_dryrun(admin, queue_user.username, ("GET", queue_user.outside))
+    assert _refused_by_dryrun(admin, queue_user.username, ("SUBSCRIBE", "anything"))
+    assert worker.ping() is True
+
+
+def test_state_of_the_category_version_is_updated_in_place(admin, provider, dev_redis):
+    """A user made by the earlier rules (-@all +@<category>) and its state: no drift, update, not replace."""
+    token = secrets.token_hex(4)
+    username = f"pm-acltest-{token}"
+    password = secrets.token_urlsafe(24)
+    categories = ["read", "write", "list", "hash", "string", "keyspace", "connection"]
+    legacy_rules = ["reset", "on", f">{password}", "resetchannels", *(f"~{p}*" for p in PREFIXES)]
+    legacy_rules += ["-@all", *(f"+@{c}" for c in categories)]
+    try:
+        admin.execute_command("ACL", "SETUSER", username, *legacy_rules)
+        reported = _as_dict(admin.execute_command("ACL", "GETUSER", username))["commands"]
+        legacy_outs = {
+            "username": username,
+            "password": password,
+            "key_prefixes": list(PREFIXES),
+            "categories": categories,
+            "acl_commands": reported,
+        }
+        assert not _refused_by_dryrun(admin, username, ("FLUSHALL",))  # the defect, as it was
+
+        assert provider.read(username, legacy_outs).outs == legacy_outs  # refresh: nothing drifted
+        news = provider.check({}, {k: v for k, v in legacy_outs.items() if k != "acl_commands"}).inputs
+        assert news == user_props(username, password, PREFIXES)
+        diff = provider.diff(username, legacy_outs, news)
+        assert diff.changes is True and diff.replaces == []
+
+        outs = provider.update(username, legacy_outs, news).outs
+        assert "categories" not in outs
+        assert provider.read(username, outs).outs == outs
+        for args in (("FLUSHALL",), ("KEYS", "*"), ("SCAN", "0"), ("CLIENT", "KILL", "ID", "1")):
+            assert _refused_by_dryrun(admin, username, args)
+        port = int(dev_redis["PENGUINMAILS_REDIS_PORT"])
+        with redis.Redis(port=port, username=username, password=password) as worker:  # same password
+            assert worker.set(f"{PREFIXES[0]}acltest-{token}", "1") is True
+    finally:
+        _cleanup(admin, provider, username, token)
+
+
+def test_dev_redis_runs_loopback_only_protected_append_only_without_eviction(admin):
+    config = admin.config_get("*")
+    assert config["maxmemory-policy"] == "noeviction"
+    assert config["appendonly"] == "yes"
+    assert config["protected-mode"] == "yes"
+    addresses = config["bind"].split()
+    assert addresses
+    assert all(ipaddress.ip_address(a.lstrip("-")).is_loopback for a in addresses), addresses

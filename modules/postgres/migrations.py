@@ -51,11 +51,10 @@ TENANT_COLUMN = catalog.TENANT_COLUMN
 TENANT_FUNCTION = f"{catalog.TENANT_FUNCTION_NAME}()"
 FENCE_POLICY = "tenant_fence"
 COMMANDS = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
-# WARNING MODE, for now: the queue's SECURITY DEFINER functions (app.dequeue_jobs, app.complete_job,
-# app.fail_job in schemas/queue/0002_jobs.sql) pin ``search_path = pg_catalog`` without pg_temp last, and an
-# applied file is never edited. Until a new migration re-pins them, a violation is logged and returned in
-# ApplyResult.warnings; then set this to True so a violating file is rolled back.
-DEFINER_CHECK_ENFORCED = False
+# Files applied before the SECURITY DEFINER rule existed may leave unsafe definer functions behind (an
+# applied file is never edited): 0002_jobs.sql of the queue tier, whose three functions 0003_definer_pins.sql
+# re-pins. Any other file that adds one is rolled back, and none may be left once every file has run.
+DEFINER_GRANDFATHERED_FILES = frozenset({"0002_jobs.sql"})
 
 
 class MigrationError(ToolkitError):
@@ -627,6 +626,7 @@ def apply(
         applied_by = f"{session_user} via {actor}" if actor else session_user
         applied: list[str] = []
         warnings: list[str] = []
+        unsafe_before = catalog.definer_problems(conn) if planned.pending else []
         for migration in planned.pending:
             began = time.monotonic()
             try:
@@ -640,17 +640,13 @@ def apply(
                             + "\n  - ".join(problems)
                         )
                     definers = catalog.definer_problems(conn)
-                    if definers and DEFINER_CHECK_ENFORCED:
+                    introduced = [p for p in definers if p not in unsafe_before]
+                    if introduced and migration.name not in DEFINER_GRANDFATHERED_FILES:
                         raise MigrationFailed(
                             f"{migration.name} was rolled back: its SECURITY DEFINER functions are unsafe:\n  - "
-                            + "\n  - ".join(definers)
+                            + "\n  - ".join(introduced)
                         )
-                    for problem in definers:
-                        if problem not in warnings:
-                            log.warning(
-                                "SchemaMigrations[%s]: %s: %s", conn.info.dbname, migration.name, problem
-                            )
-                            warnings.append(problem)
+                    unsafe_before = definers
                     save_baseline(conn)
                     save_security_baseline(conn)
                     conn.execute(
@@ -669,6 +665,11 @@ def apply(
             except psycopg.Error as exc:
                 raise _failure(migration.name, exc) from None
             applied.append(migration.name)
+        if applied and unsafe_before:
+            raise MigrationFailed(
+                f"database {conn.info.dbname}: after every migration, SECURITY DEFINER functions are still "
+                "unsafe (add a migration that fixes them):\n  - " + "\n  - ".join(unsafe_before)
+            )
         if unfingerprinted and not applied:
             # A ledger from before the fingerprint existed: record the state as it is now, once.
             with conn.transaction():

@@ -509,6 +509,8 @@ class SchemaMigrationsProvider(_PostgresProvider):
                     "add a new file instead:\n  - " + "\n  - ".join(problems)
                 )
         changed = _changed(olds, news, ("tier", "database", "owner", "directory", "migrations", "drift"))
+        if from_program and olds and not olds.get("fingerprinted"):
+            changed.append("fingerprinted")  # state from before the security fingerprint: apply records it
         replaces = [key for key in changed if key in ("tier", "database")]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 
@@ -533,7 +535,9 @@ class SchemaMigrationsProvider(_PostgresProvider):
             pulumi.log.info(f"SchemaMigrations[{props['database']}]: applied {name}")
         for action in result.repaired:
             pulumi.log.warn(f"SchemaMigrations[{props['database']}]: repaired drift: {action}")
-        return {**props, "migrations": result.ledger, "drift": []}
+        for warning in result.warnings:
+            pulumi.log.warn(f"SchemaMigrations[{props['database']}]: {warning}")
+        return {**props, "migrations": result.ledger, "drift": [], "fingerprinted": True}
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         return dynamic.CreateResult(id_=props["database"], outs=self._apply(props))

@@ -482,16 +482,5 @@ def test_every_tenant_table_carries_the_parsed_fence_and_the_fingerprint_is_clea
         assert catalog.fence_problem(using, table) is None, f"{table}: {using}"
         assert catalog.fence_problem(check, table) is None, f"{table}: {check}"
     assert drift == []
-    # Known, reported: the queue's definer functions pin search_path without pg_temp (warning mode).
-    expected = {
-        "queue": [
-            f"SECURITY DEFINER function {name} pins search_path to 'pg_catalog' without pg_temp last "
-            "(a caller's temporary tables would shadow its own)"
-            for name in (
-                "app.complete_job(uuid,uuid,text)",
-                "app.dequeue_jobs(text,text,integer)",
-                "app.fail_job(uuid,uuid,text,text)",
-            )
-        ]
-    }
-    assert definers == expected.get(tier.tier, [])
+    # Every SECURITY DEFINER function pins search_path with pg_temp last (the queue's since 0003).
+    assert definers == []

@@ -127,10 +127,14 @@ def test_migrations_diff_shows_a_new_file_as_a_change():
     olds = migrations(migrations=dict(list(news["migrations"].items())[:-1]))
     result = provider.diff("m", olds, news)
     assert result.changes and result.replaces == []
-    assert provider.diff("m", news, news).changes is False
+    recorded = {**news, "fingerprinted": True}
+    assert provider.diff("m", recorded, news).changes is False
     assert provider.diff(
         "m", migrations(drift=["app.leads: row level security is not enabled"]), news
     ).changes
+    # State from before the security fingerprint: one in-place update records it.
+    before = provider.diff("m", news, news)
+    assert before.changes is True and before.replaces == []
 
 
 def test_migrations_diff_refuses_an_edited_or_deleted_applied_file():

@@ -52,6 +52,11 @@ def orphans_command(
         raise ToolkitError("--terminate removes servers for good: add --yes to confirm")
     deployment = _pulumi_json(["stack", "export", "--stack", stack], cwd, f"the state of {stack!r}")
     fleet = fleet_of(deployment.get("deployment") or {}, stack)
+    if terminate and fleet.in_flight:
+        raise ToolkitError(
+            f"stack {stack!r} has {fleet.in_flight} operation(s) under way (an `up` is running or crashed): "
+            "what it just ordered is not in the state yet. Let it finish (or `pulumi cancel`) and try again"
+        )
     if not fleet.tags:
         console.print(f"stack {stack!r} has no fleet tag in its state yet: nothing can be proven ours")
         return

@@ -237,6 +237,8 @@ def interpret(
         raise HostwindsTransient(
             f"Hostwinds {action}: the answer is not JSON ({_html_excerpt(body) or 'empty body'})", action
         ) from None
+    if isinstance(data, dict) and data and all(str(key).isdigit() for key in data):
+        data = as_list(data)  # a PHP list sent as an object keyed "0", "1", …
     first = data[0] if isinstance(data, list) and data else data
     if isinstance(first, dict) and first.get("result") == "error":
         message = str(first.get("message") or "unspecified error")

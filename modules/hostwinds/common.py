@@ -35,6 +35,7 @@ from modules.providers import ProviderSettings
 
 GONE_STATES = frozenset({"DELETING", "DELETED", "SOFT_DELETED", "TERMINATED"})
 LISTING_TTL_SECONDS = 30.0
+LISTING_FAILURE_SECONDS = 2.0
 CATALOGUE_TTL_SECONDS = 300.0
 CATALOGUE_FAILURE_SECONDS = 30.0
 REPORT_EVERY_SECONDS = 60.0
@@ -153,10 +154,18 @@ def shared_listing(
     asked = time.monotonic()
     entry = _cache("listing", client)
     with entry.lock:
+        failed = getattr(entry, "failed", None)
+        if failed is not None and failed[0] >= asked - LISTING_FAILURE_SECONDS:
+            raise failed[1]  # a fetch failed a moment ago (or while we waited): do not queue up behind it
         if entry.data is not None and (entry.at >= asked or time.monotonic() - entry.at <= max_age):
             return entry.data
         started = time.monotonic()
-        rows = client.instance_list()
+        try:
+            rows = client.instance_list()
+        except HostwindsError as exc:
+            entry.failed = (time.monotonic(), exc)
+            raise
+        entry.failed = None
         entry.data = {sid: row for row in rows if (sid := as_int(row.get("serviceid"))) is not None}
         entry.at = started
         return entry.data
@@ -295,10 +304,19 @@ class Progress:
             self.last_line, self.last_at = line, now
 
 
-def poll_listing(client: HostwindsClient, settings: Settings, interval: float | None = None):
-    """The shared listing, or None when this poll failed transiently (the caller polls again)."""
+def poll_listing(
+    client: HostwindsClient, settings: Settings, interval: float | None = None, since: float | None = None
+):
+    """The shared listing, or None when this poll failed transiently (the caller polls again).
+
+    ``since`` (a ``time.monotonic()``): only a listing fetched after it will do, for waits that conclude
+    something is gone, which a listing from before it existed would also "show".
+    """
+    max_age = (interval or settings.poll_interval) * 0.9
+    if since is not None:
+        max_age = max(0.0, min(max_age, time.monotonic() - since))
     try:
-        return shared_listing(client, max_age=(interval or settings.poll_interval) * 0.9)
+        return shared_listing(client, max_age=max_age)
     except HostwindsTransient:
         return None
 
@@ -339,7 +357,7 @@ def wait_gone(client: HostwindsClient, settings: Settings, sid: int, who: str) -
     progress = Progress(who)
     deadline = progress.started + settings.build_timeout
     while True:
-        listing = poll_listing(client, settings, interval)
+        listing = poll_listing(client, settings, interval, since=progress.started)
         if listing is not None and sid not in listing:
             return
         if time.monotonic() > deadline:

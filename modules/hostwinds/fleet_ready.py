@@ -149,7 +149,7 @@ class FleetReadyProvider(HostwindsProvider):
                 fresh = client.instance_get(sid)  # ownership is proven on what we are about to change
                 verify_owned(fresh, node.get("label"), uuids.get(sid), f"node {node['name']}")
                 if node.get("rdns"):
-                    client.rdns_set(sid, inst["main_ip"], node["rdns"])
+                    client.rdns_set(sid, fresh.get("main_ip") or inst["main_ip"], node["rdns"])
                 if node.get("firewall_profile"):
                     client.firewall_set(sid, node["firewall_profile"])
             except HostwindsOwnershipError as exc:

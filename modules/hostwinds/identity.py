@@ -27,8 +27,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dynamic
 
-from modules.hostwinds.client import HostwindsError, HostwindsNotFound
-from modules.hostwinds.common import GONE_STATES, HostwindsProvider, Progress, poll_listing, report, status_of
+from modules.hostwinds.client import HostwindsError
+from modules.hostwinds.common import GONE_STATES, HostwindsProvider, Progress, poll_listing, status_of
 
 TAG_LENGTH = 10
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -60,7 +60,12 @@ class FleetIdentityProvider(HostwindsProvider):
         return dynamic.ReadResult(id_=id_, outs={**props, "tag": props.get("tag") or id_})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Terminate what still carries the tag (orphans of a crashed run: ours), then wait until all is gone."""
+        """Wait until the servers the nodes terminated are gone; stop, naming them, if others carry the tag.
+
+        A tagged server that is not being deleted is one no node of the state claimed (a crash's orphan,
+        or one a person removed from state after its ownership check failed): it is not terminated here.
+        The tag stays in state, so `penguinmails fleet orphans` can still find it.
+        """
         tag = props.get("tag")
         if not is_tag(tag):
             return
@@ -70,34 +75,32 @@ class FleetIdentityProvider(HostwindsProvider):
         progress = Progress(who)
         interval = min(settings.poll_interval, 0.5)
         while True:
-            listing = poll_listing(client, settings, interval)
+            listing = poll_listing(client, settings, interval, since=progress.started)
             if listing is not None:
-                for sid, inst in listing.items():
-                    if (
-                        str(inst.get("srvrname") or "").endswith(f"-{tag}")
-                        and status_of(inst) not in GONE_STATES
-                    ):
-                        report(
-                            f"{who}: terminating {inst.get('srvrname')} ({sid}), ordered by this stack, not in state"
-                        )
-                        try:
-                            client.instance_terminate(sid)
-                        except HostwindsNotFound:
-                            pass
-                left = sorted(
-                    str(inst.get("srvrname"))
-                    for inst in listing.values()
+                tagged = {
+                    sid: inst
+                    for sid, inst in listing.items()
                     if str(inst.get("srvrname") or "").endswith(f"-{tag}")
-                )
-                if not left:
+                }
+                if not tagged:
                     return
+                kept = sorted(
+                    f"{inst.get('srvrname')} ({sid})"
+                    for sid, inst in tagged.items()
+                    if status_of(inst) not in GONE_STATES
+                )
+                if kept:
+                    raise HostwindsError(
+                        f"{who}: {len(kept)} server(s) carry the fleet's tag but no node of the state claimed "
+                        f"them: {', '.join(kept[:10])}. Check them (`penguinmails fleet orphans`), remove "
+                        "them with `--terminate --yes` if they are ours, then run `pulumi destroy` again"
+                    )
                 if progress.elapsed() > settings.build_timeout:
                     raise HostwindsError(
-                        f"{who}: {len(left)} server(s) with the fleet's tag still listed "
-                        f"{settings.build_timeout:.0f} s after their terminate: {', '.join(left[:10])}; "
-                        "run `pulumi destroy` again (or `penguinmails fleet orphans`)"
+                        f"{who}: {len(tagged)} terminated server(s) still listed after "
+                        f"{settings.build_timeout:.0f} s; run `pulumi destroy` again"
                     )
-                progress(f"waiting for {len(left)} terminated server(s) to be gone")
+                progress(f"waiting for {len(tagged)} terminated server(s) to be gone")
             time.sleep(interval)
 
 

@@ -28,7 +28,8 @@ class StackFleet:
     stack: str
     tags: set[str] = field(default_factory=set)
     service_ids: set[int] = field(default_factory=set)
-    labels: set[str] = field(default_factory=set)
+    labels: set[str] = field(default_factory=set)  # of pending orders only (no service id yet)
+    in_flight: int = 0  # operations the engine had under way when the state was read
 
     def owns_label(self, label: str) -> bool:
         return any(label.endswith(f"-{tag}") for tag in self.tags)
@@ -47,8 +48,9 @@ def fleet_of(deployment: dict[str, Any], stack: str) -> StackFleet:
                 sid = int(resource["id"])
             if sid is not None:
                 fleet.service_ids.add(sid)
-            if outputs.get("label"):
+            elif outputs.get("label"):
                 fleet.labels.add(str(outputs["label"]))
+    fleet.in_flight = len(deployment.get("pending_operations") or [])
     return fleet
 
 
@@ -91,7 +93,11 @@ def terminate_orphans(
         if label != orphan["label"] or not fleet.owns_label(label):
             lines.append(f"{sid}: now labelled {label!r}, not {orphan['label']!r}; left alone")
             continue
-        client.instance_terminate(sid)
+        try:
+            client.instance_terminate(sid)
+        except HostwindsNotFound:
+            lines.append(f"{sid} {label}: already gone")
+            continue
         waiting.append(sid)
         lines.append(f"{sid} {label}: terminated")
     deadline = time.monotonic() + timeout

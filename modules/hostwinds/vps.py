@@ -43,6 +43,7 @@ from modules.hostwinds.client import (
 )
 from modules.hostwinds.common import (
     GONE_STATES,
+    HostwindsOwnershipError,
     HostwindsProvider,
     Progress,
     Settings,
@@ -54,6 +55,7 @@ from modules.hostwinds.common import (
     poll_listing,
     report,
     resolve_image,
+    shared_listing,
     status_of,
     unknown,
     verify_owned,
@@ -150,6 +152,9 @@ class OrderLedger:
 
 
 LEDGER = OrderLedger()
+# Service ids this process terminated: a replacement reuses the label, and a listing fetched before the
+# terminate still shows the old server under it, so these are never taken for a new order.
+TERMINATED: set[int] = set()
 
 
 # -- input checks ----------------------------------------------------------------------------------------
@@ -280,9 +285,9 @@ class VpsProvider(HostwindsProvider):
         pending = bool(olds.get("order_pending")) or (
             recorded_sid(_id, olds) is not None and not olds.get("server_uuid")
         )
-        # Replacement terminates first: the old server must be gone before its successor is ordered.
+        # Any replacement (also `pulumi up --replace`) terminates first: the successor takes the label.
         return dynamic.DiffResult(
-            changes=bool(changed) or pending, replaces=replaces, delete_before_replace=bool(replaces)
+            changes=bool(changed) or pending, replaces=replaces, delete_before_replace=True
         )
 
     # create -------------------------------------------------------------------------------------------
@@ -292,6 +297,8 @@ class VpsProvider(HostwindsProvider):
         """The live instance carrying exactly ``label``, read fresh (None if none); several are refused."""
         found = []
         for sid in exact_label_matches(client.instance_ids(search=label), label):
+            if sid in TERMINATED:
+                continue
             try:
                 inst = client.instance_get(sid)
             except HostwindsNotFound:
@@ -329,7 +336,7 @@ class VpsProvider(HostwindsProvider):
         while True:
             listing = poll_listing(client, settings)
             if listing is not None:
-                found = labelled(listing, label)
+                found = [i for i in labelled(listing, label) if as_int(i.get("serviceid")) not in TERMINATED]
                 if len(found) > 1:
                     return self._one_labelled(client, label, who)  # raises, naming them
                 if found:
@@ -354,6 +361,20 @@ class VpsProvider(HostwindsProvider):
         """Adopt our labelled instance if there is one, else order it once and wait for it to show."""
         spec = VpsInputs.of(props)
         existing = self._one_labelled(client, spec.label, who)
+        if existing is None:
+            # The search is not documented to match labels: one fresh listing (shared by every node
+            # ordering now) must not show the label either.
+            listed = [
+                i
+                for i in labelled(shared_listing(client, max_age=0), spec.label)
+                if as_int(i.get("serviceid")) not in TERMINATED
+            ]
+            if len(listed) > 1:
+                raise HostwindsError(
+                    f"{who}: {len(listed)} instances carry our label {spec.label!r}; refusing to guess. "
+                    "Terminate the extra ones and run `pulumi up` again"
+                )
+            existing = listed[0] if listed else None
         if existing is not None:
             report(f"{who}: adopting instance {existing.get('serviceid')}, which carries our label")
             return existing
@@ -390,7 +411,20 @@ class VpsProvider(HostwindsProvider):
                 raise HostwindsError(
                     f"{who}: Hostwinds refused the order, nothing was ordered: {exc.message}"
                 ) from None
-            found = self._await_label(client, settings, spec.label, who, why)
+            except Exception as exc:  # an answer we cannot read proves nothing: maybe ordered
+                why = f"the order's answer could not be read ({type(exc).__name__})"
+            try:
+                found = self._await_label(client, settings, spec.label, who, why)
+            except HostwindsOwnershipError:
+                raise
+            except Exception as exc:  # the order may exist: record the node as pending, never re-order
+                pending = self._pending(props, settings, who, 0)
+                raise PartialFailure(
+                    f"{who}: looking for the order failed ({getattr(exc, 'message', exc)}); an order may exist. "
+                    "Run `pulumi up` again: it waits for this label and never orders it twice",
+                    pending.id,
+                    pending.outs,
+                ) from None
             if found is None:
                 raise self._pending(props, settings, who, settings.build_timeout)
             report(f"{who}: instance {found.get('serviceid')} carries our label ({why})")
@@ -487,7 +521,12 @@ class VpsProvider(HostwindsProvider):
                 try:
                     client.upgrade_order_create(sid, rid)
                 except HostwindsTransient as exc:
-                    if exc.maybe_applied and client.upgrade_order_get(sid) is None:
+                    if not exc.maybe_applied:
+                        raise HostwindsError(
+                            f"{who}: the upgrade order did not reach Hostwinds ({exc.message}); nothing was "
+                            "ordered. Run `pulumi up` again"
+                        ) from None
+                    if client.upgrade_order_get(sid) is None:
                         raise HostwindsError(
                             f"{who}: the upgrade order's answer was lost ({exc.message}) and no order shows; "
                             "check the portal's invoices before running `pulumi up` again"
@@ -549,6 +588,12 @@ class VpsProvider(HostwindsProvider):
         changed = {k for k in VPS_KEYS if olds.get(k) != news.get(k)}
         inst = self._owned(client, sid, olds, who)
         uuid = str(olds.get("server_uuid") or inst.get("server_uuid") or "")
+        if news.get("wait_until_ready", True) and olds.get("status") != "ACTIVE":
+            # Recorded by a create that did not finish (build timeout, ERROR, a pending order found by a
+            # refresh): wait and set the network now, as the create would have.
+            return dynamic.UpdateResult(
+                outs=self._finish(client, settings, {**news, "ordered_at": olds.get("ordered_at")}, inst, who)
+            )
         if "ssh_keys" in changed:
             pulumi.log.warn(
                 f"{who}: SSH keys only apply when a server is built; manage authorized_keys with Ansible"
@@ -599,6 +644,7 @@ class VpsProvider(HostwindsProvider):
                 client.instance_terminate(sid)
             except HostwindsNotFound:
                 pass  # a retry after a lost answer: the first terminate was applied
+        TERMINATED.add(sid)
         if props.get("owner_tag") and str(props.get("label", "")).endswith(f"-{props['owner_tag']}"):
             return  # a fleet node: its FleetIdentity, deleted after every node, waits for them all at once
         wait_gone(client, settings, sid, who)

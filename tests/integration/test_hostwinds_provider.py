@@ -443,3 +443,57 @@ def test_resource_from_another_endpoint_is_refused(sim):
         provider.read("1", outs)
     with pytest.raises(HostwindsError, match="was created through"):
         provider.delete("1", outs)
+
+
+def test_an_order_whose_answer_cannot_be_read_is_pending_never_sent_again(sim, monkeypatch):
+    from modules.hostwinds.client import HostwindsClient
+
+    provider = short_timeouts(configured(VpsProvider()), monkeypatch)
+    label = unique("garbled")
+    sim.configure(processing_seconds=5)
+    real = HostwindsClient.instance_create
+
+    def garbled(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # the order is placed …
+        raise HostwindsError("Hostwinds add_instance: unexpected answer shape (str)", "add_instance")
+
+    monkeypatch.setattr(HostwindsClient, "instance_create", garbled)
+    with pytest.raises(PartialFailure, match="an order may exist"):
+        provider.create(vps_props(label))
+    assert sim.stats()["orders_by_label"][label] == 1
+
+
+def test_a_fleet_replacement_under_the_same_label_never_takes_the_old_server(sim):
+    provider = configured(VpsProvider())
+    tag = "k3x9q2m7ab"
+    props = vps_props(f"{unique('swap')}-{tag}", wait_until_ready=False, owner_tag=tag)
+    old = provider.create(props)
+    provider.read(old.id, old.outs)  # the shared listing now shows the old server under the label
+    provider.delete(old.id, old.outs)  # a fleet node: terminates and returns at once
+    LEDGER.__init__()  # the replacement's create, as in the run after the one that ordered the old server
+    new = provider.create({**props, "location_id": 2})
+    assert new.outs["service_id"] != old.outs["service_id"]
+    assert sim.stats()["orders_by_label"][props["label"]] == 2
+
+
+def test_fleet_identity_delete_waits_for_terminated_nodes_and_never_terminates_a_stranger(sim):
+    from modules.hostwinds.identity import FleetIdentityProvider
+
+    tag = "m7abk3x9q2"
+    vps = configured(VpsProvider())
+    node = vps.create(vps_props(f"{unique('node')}-{tag}", wait_until_ready=False, owner_tag=tag))
+    vps.delete(node.id, node.outs)
+    identity = configured(FleetIdentityProvider())
+    identity.delete(tag, {"tag": tag})  # returns once the node has left the listing
+    assert not [r for r in sim.instances() if r["serviceid"] == node.outs["service_id"]]
+
+    unclaimed = sim.foreign(f"someone-{tag}")
+    forget_listing(sim.client())
+    with pytest.raises(
+        HostwindsError, match=f"no node of the state claimed them: someone-{tag} \\({unclaimed}\\)"
+    ):
+        identity.delete(tag, {"tag": tag})
+    assert [r["status"] for r in sim.instances() if r["serviceid"] == unclaimed] == ["ACTIVE"]
+    assert "terminate" not in {
+        c["action"] for c in sim.calls() if c["params"].get("serviceid") == str(unclaimed)
+    }

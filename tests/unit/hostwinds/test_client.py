@@ -291,3 +291,11 @@ def test_a_429_does_not_spend_the_retry_budget_of_idempotent_actions(sim, sleeps
     later = outcomes(sim, "get_locations")[2:]
     assert len(later) == 3 and all(outcome.startswith("fault:50") for outcome in later)
     assert len(sleeps) == 3  # two backoffs: transient failures keep their own budget
+
+
+def test_php_object_answers_are_read_like_lists():
+    error = b'{"0": {"result": "error", "action": "Authorization", "message": "Not Authorized!"}}'
+    with pytest.raises(HostwindsUnauthorized):
+        interpret("add_instance", 200, error)
+    accepted = b'{"0": {"result": "success", "action": "Invoice Paid"}, "1": {"result": "success"}}'
+    assert [step["result"] for step in interpret("add_instance", 200, accepted)] == ["success", "success"]

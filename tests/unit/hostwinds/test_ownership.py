@@ -81,3 +81,34 @@ def test_check_computes_the_label_and_refuses_a_malformed_tag(monkeypatch):
     assert checked.inputs["label"] == "dev-penguinmails-fleet-mx-01-k3x9q2m7ab" and checked.failures == []
     bad = VpsProvider().check({}, {**props, "owner_tag": "x y", "order_budget": 0})
     assert {f.property for f in bad.failures} >= {"owner_tag", "order_budget"}
+
+
+def test_orphans_include_a_second_server_under_a_recorded_label_and_see_operations_in_flight():
+    from modules.hostwinds.orphans import find_orphans, fleet_of
+
+    tag = "k3x9q2m7ab"
+    deployment = {
+        "resources": [
+            {"type": "pulumi-python:dynamic/hostwinds:FleetIdentity", "outputs": {"tag": tag}},
+            {
+                "type": "pulumi-python:dynamic/hostwinds:Vps",
+                "id": "100",
+                "outputs": {"service_id": 100, "label": f"a-{tag}"},
+            },
+            {
+                "type": "pulumi-python:dynamic/hostwinds:Vps",
+                "id": f"b-{tag}",
+                "outputs": {"service_id": None, "label": f"b-{tag}"},
+            },
+        ],
+        "pending_operations": [{"type": "creating"}],
+    }
+    fleet = fleet_of(deployment, "dev")
+    assert fleet.in_flight == 1
+    listing = [
+        {"serviceid": 100, "srvrname": f"a-{tag}", "status": "ACTIVE"},
+        {"serviceid": 101, "srvrname": f"a-{tag}", "status": "ACTIVE"},  # a duplicate of a recorded node
+        {"serviceid": 102, "srvrname": f"b-{tag}", "status": "BUILD"},  # the pending order: tracked
+        {"serviceid": 103, "srvrname": "a-zzzzzzzzzz", "status": "ACTIVE"},  # not ours
+    ]
+    assert [row["service_id"] for row in find_orphans(fleet, listing)] == [101]

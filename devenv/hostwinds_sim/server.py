@@ -161,7 +161,7 @@ class Simulator:
             account.restore(json.loads(state_file.read_text()))
         account.on_change = self.save
         account.build_fails = lambda: self.roll(self.faults.build_error_rate)
-        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.httpd = _Server((host, port), _handler_for(self))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -370,6 +370,17 @@ def _whole(data: dict[str, Any], key: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server with a real listen backlog.
+
+    The standard library's is 5: a burst of 64 connections (a fleet ordering at once) overflowed it and the
+    kernel reset accepted-but-unserved connections, a failure the real API would not add and that looks
+    exactly like a lost answer to the client. Faults are injected on purpose only (see ``Faults``).
+    """
+
+    request_queue_size = 1024
 
 
 def _json(value: Any) -> bytes:

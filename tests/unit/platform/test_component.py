@@ -47,4 +47,9 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
         assert url == "redis://pm-queue:generated-pm-redis-queue-password@127.0.0.1:6390/0"
         assert is_secret is True
 
-    return pulumi.Output.all(platform.redis_url, pulumi.Output.is_secret(platform.redis_url)).apply(check)
+    # Resources register asynchronously: wait for every tier password as well, not only the Redis URL,
+    # before counting what was declared.
+    passwords = [secret for roles in platform.tier_passwords.values() for secret in roles.values()]
+    return pulumi.Output.all(
+        platform.redis_url, pulumi.Output.is_secret(platform.redis_url), *passwords
+    ).apply(lambda args: check(args[:2]))

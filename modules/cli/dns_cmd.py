@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import typer
 
 from modules.cli.console import console
+from modules.cli.pulumi_json import pulumi_json
 from modules.dns.lookup import lookup_for
 from modules.dns.verify import DomainReport, expectations_from_output, verify
-from modules.errors import ToolkitError
 
 app = typer.Typer(no_args_is_help=True, help="DNS and email authentication records.")
 
 
 def stack_verification(stack: str) -> list[dict]:
     """The ``dns_verification`` output of a stack (what the toolkit published and expects to see)."""
-    done = subprocess.run(
-        ["pulumi", "stack", "output", "dns_verification", "--json", "--stack", stack],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ToolkitError(f"cannot read output dns_verification of stack {stack!r}: {done.stderr.strip()}")
-    return json.loads(done.stdout or "[]") or []
+    args = ["stack", "output", "dns_verification", "--json", "--stack", stack]
+    return pulumi_json(args, f"output dns_verification of stack {stack!r}", empty=[]) or []
 
 
 def render(reports: list[DomainReport]) -> int:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from modules.cli.console import console
+from modules.cli.pulumi_json import pulumi_json
 from modules.errors import ToolkitError
 from modules.hostwinds.common import settings_from
 from modules.hostwinds.orphans import find_orphans, fleet_of, terminate_orphans
@@ -19,17 +18,10 @@ app = typer.Typer(no_args_is_help=True, help="The Hostwinds fleet.")
 ORPHANS_LEFT = 3  # exit code: orphans were found and left running
 
 
-def _pulumi_json(args: list[str], cwd: Path, what: str) -> Any:
-    done = subprocess.run(["pulumi", *args], capture_output=True, text=True, check=False, cwd=cwd)
-    if done.returncode != 0:
-        raise ToolkitError(f"cannot read {what}: {done.stderr.strip() or done.stdout.strip()}")
-    return json.loads(done.stdout or "{}")
-
-
 def stack_settings(stack: str, cwd: Path) -> ProviderSettings:
     """The stack's config as its providers see it (secrets decrypted with the stack's passphrase)."""
-    raw = _pulumi_json(
-        ["config", "--json", "--show-secrets", "--stack", stack], cwd, f"the config of {stack!r}"
+    raw = pulumi_json(
+        ["config", "--json", "--show-secrets", "--stack", stack], f"the config of {stack!r}", cwd, {}
     )
     return ProviderSettings(
         {key: entry.get("value") for key, entry in raw.items() if isinstance(entry, dict)}
@@ -50,7 +42,7 @@ def orphans_command(
     """
     if terminate and not yes:
         raise ToolkitError("--terminate removes servers for good: add --yes to confirm")
-    deployment = _pulumi_json(["stack", "export", "--stack", stack], cwd, f"the state of {stack!r}")
+    deployment = pulumi_json(["stack", "export", "--stack", stack], f"the state of {stack!r}", cwd, {})
     fleet = fleet_of(deployment.get("deployment") or {}, stack)
     if terminate and fleet.in_flight:
         raise ToolkitError(

@@ -253,6 +253,22 @@ def recorded_sid(id_: str, props: dict[str, Any]) -> int | None:
     return sid
 
 
+def _ours_in(listing: dict[int, dict[str, Any]], label: str) -> list[dict[str, Any]]:
+    """Live instances of a listing under ``label``, minus those this run terminated."""
+    return [i for i in labelled(listing, label) if as_int(i.get("serviceid")) not in TERMINATED]
+
+
+def _only_one(found: list[dict[str, Any]], label: str, who: str) -> dict[str, Any] | None:
+    """The one instance carrying our label, or None; several are refused rather than guessed between."""
+    if len(found) > 1:
+        ids = ", ".join(str(i.get("serviceid")) for i in found)
+        raise HostwindsError(
+            f"{who}: {len(found)} instances carry our label {label!r} (service ids {ids}); refusing "
+            "to guess which one is this resource. Terminate the extra ones and run `pulumi up` again"
+        )
+    return found[0] if found else None
+
+
 class VpsProvider(HostwindsProvider):
     """One Hostwinds instance; see the module docstring for the ordering, waiting and ownership rules."""
 
@@ -305,13 +321,7 @@ class VpsProvider(HostwindsProvider):
                 continue
             if status_of(inst) not in GONE_STATES and str(inst.get("srvrname") or "") == label:
                 found.append(inst)
-        if len(found) > 1:
-            ids = ", ".join(str(i.get("serviceid")) for i in found)
-            raise HostwindsError(
-                f"{who}: {len(found)} instances carry our label {label!r} (service ids {ids}); refusing "
-                "to guess which one is this resource. Terminate the extra ones and run `pulumi up` again"
-            )
-        return found[0] if found else None
+        return _only_one(found, label, who)
 
     def _await_label(
         self, client: HostwindsClient, settings: Settings, label: str, who: str, why: str
@@ -336,11 +346,9 @@ class VpsProvider(HostwindsProvider):
         while True:
             listing = poll_listing(client, settings)
             if listing is not None:
-                found = [i for i in labelled(listing, label) if as_int(i.get("serviceid")) not in TERMINATED]
-                if len(found) > 1:
-                    return self._one_labelled(client, label, who)  # raises, naming them
-                if found:
-                    return found[0]
+                found = _only_one(_ours_in(listing, label), label, who)
+                if found is not None:
+                    return found
             if time.monotonic() >= deadline:
                 return None
             progress(f"{why}; waiting for an instance labelled {label!r} to appear")
@@ -364,17 +372,7 @@ class VpsProvider(HostwindsProvider):
         if existing is None:
             # The search is not documented to match labels: one fresh listing (shared by every node
             # ordering now) must not show the label either.
-            listed = [
-                i
-                for i in labelled(shared_listing(client, max_age=0), spec.label)
-                if as_int(i.get("serviceid")) not in TERMINATED
-            ]
-            if len(listed) > 1:
-                raise HostwindsError(
-                    f"{who}: {len(listed)} instances carry our label {spec.label!r}; refusing to guess. "
-                    "Terminate the extra ones and run `pulumi up` again"
-                )
-            existing = listed[0] if listed else None
+            existing = _only_one(_ours_in(shared_listing(client, max_age=0), spec.label), spec.label, who)
         if existing is not None:
             report(f"{who}: adopting instance {existing.get('serviceid')}, which carries our label")
             return existing

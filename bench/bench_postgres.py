@@ -9,8 +9,7 @@ Runs against the devenv PostgreSQL (port 5433) in databases of its own (``pm_ben
   queries run as the app role (RLS on, tenant set with ``set_config``) and, interleaved, the same SQL as the
   superuser (RLS bypassed). The statements carry the explicit ``tenant_id`` filter the app is meant to send;
   two extra rows run with the policy as the only filter.
-* Queue: dequeue+complete throughput with 4 workers (batches of 1 and 10), and enqueue-to-start latency
-  with 4 LISTENing workers while a producer enqueues one job per transaction.
+* The queue is measured by bench/bench_queue.py (the hybrid queue against the SKIP LOCKED floor).
 
 Scale with ``PM_BENCH_TENANTS``, ``PM_BENCH_LEADS_PER_TENANT``, ``PM_BENCH_CAMPAIGNS_PER_TENANT``.
 """
@@ -22,7 +21,6 @@ import os
 import random
 import secrets
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +29,8 @@ import psycopg
 from modules.postgres import admin
 from modules.postgres import migrations as mig
 from modules.postgres.client import ServerTarget, connect, server_target
-from modules.postgres.component import APP_GRANTS, APP_SETTINGS, EXTENSIONS
+from modules.postgres.component import EXTENSIONS
+from modules.postgres.duties import grants_for, settings_for
 from modules.providers import ProviderSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,11 +77,16 @@ class Tier:
         with connect(self.target) as conn:
             admin.role_create(
                 conn,
-                {"name": self.app, "login": True, "password": self.app_password, "settings": APP_SETTINGS},
+                {
+                    "name": self.app,
+                    "login": True,
+                    "password": self.app_password,
+                    "settings": settings_for("app"),
+                },
             )
             admin.database_privileges_set(conn, self.database, self.app, ["CONNECT"])
         with self.connect() as conn, conn.transaction():
-            admin.grants_apply(conn, self.app, self.owner, APP_GRANTS)
+            admin.grants_apply(conn, self.app, self.owner, grants_for(self.tier, "app"))
 
     def connect(self, as_app: bool = False, **kwargs) -> psycopg.Connection:
         target = self.target.with_login(self.app, self.app_password) if as_app else self.target
@@ -364,120 +368,6 @@ def _plan(conn: psycopg.Connection, query: str, params: dict, tenant: object) ->
     return [n for n in nodes if n and not n.startswith(detail)]
 
 
-# ----------------------------------------------------------------------------------------------- queue
-
-
-def bench_queue(db: Tier) -> dict[str, object]:
-    with db.connect() as conn:
-        conn.execute(
-            "INSERT INTO platform.job_queues (name, max_attempts, lock_duration) VALUES "
-            "('bench', 3, '5 minutes'), ('bench-latency', 3, '5 minutes')"
-        )
-    tenants = [f"00000000-0000-0000-0000-{n:012d}" for n in range(1, 101)]
-    results: dict[str, object] = {}
-    for batch in (1, 10):
-        total = 20_000
-        with db.connect() as conn:
-            conn.execute(
-                "INSERT INTO app.jobs (tenant_id, queue_name, priority, payload, max_attempts) "
-                "SELECT (%s::uuid[])[1 + n %% 100], 'bench', n %% 200, jsonb_build_object('n', n), 3 "
-                "FROM generate_series(1, %s) n",
-                [tenants, total],
-            )
-            conn.execute("VACUUM ANALYZE app.jobs")
-        done = [0] * 4
-
-        def worker(index: int, batch: int = batch, done: list[int] = done) -> None:
-            with db.connect(as_app=True) as conn:
-                deadline = time.monotonic() + 300
-                while time.monotonic() < deadline:
-                    with conn.transaction():
-                        jobs = conn.execute(
-                            "SELECT tenant_id, id FROM app.dequeue_jobs('bench', %s, %s)",
-                            [f"w{index}", batch],
-                        ).fetchall()
-                    if not jobs:
-                        return
-                    for tenant, job in jobs:
-                        conn.execute("SELECT app.complete_job(%s, %s, %s)", [tenant, job, f"w{index}"])
-                    done[index] += len(jobs)
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
-        assert sum(done) == total, done
-        results[f"dequeue_complete_batch{batch}"] = {
-            "jobs": total,
-            "workers": 4,
-            "seconds": round(elapsed, 2),
-            "jobs_per_s": round(total / elapsed),
-        }
-        with db.connect() as conn:
-            conn.execute("DELETE FROM app.jobs WHERE queue_name = 'bench'")
-            conn.execute("TRUNCATE app.job_logs")
-    results["enqueue_to_start"] = _latency(db, tenants)
-    return results
-
-
-def _latency(db: Tier, tenants: list[str]) -> dict[str, object]:
-    """4 workers LISTEN (and poll every second as a fallback); a producer enqueues one job per transaction."""
-    count, stop = 1000, threading.Event()
-
-    def worker(index: int) -> None:
-        with db.connect(as_app=True) as conn:
-            conn.execute("LISTEN penguinmails_jobs")
-            while not stop.is_set():
-                while True:
-                    with conn.transaction():
-                        jobs = conn.execute(
-                            "SELECT tenant_id, id FROM app.dequeue_jobs('bench-latency', %s, 1)",
-                            [f"l{index}"],
-                        ).fetchall()
-                    if not jobs:
-                        break
-                    conn.execute("SELECT app.complete_job(%s, %s, %s)", [jobs[0][0], jobs[0][1], f"l{index}"])
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    pass
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    started = time.perf_counter()
-    with db.connect(as_app=True) as producer:
-        for n in range(count):
-            with producer.transaction():
-                producer.execute("SELECT set_config('app.tenant_id', %s, true)", [tenants[n % len(tenants)]])
-                producer.execute("SELECT app.enqueue_job('bench-latency', '{}'::jsonb)")
-            time.sleep(0.005)
-    enqueue_s = time.perf_counter() - started
-    deadline = time.monotonic() + 60
-    with db.connect() as conn:
-        while time.monotonic() < deadline:
-            left = conn.execute(
-                "SELECT count(*) FROM app.jobs WHERE queue_name = 'bench-latency' AND status <> 'completed'"
-            ).fetchone()[0]
-            if left == 0:
-                break
-            time.sleep(0.2)
-        stop.set()
-        latencies = [
-            float(row[0]) * 1000
-            for row in conn.execute(
-                "SELECT extract(epoch FROM started_at - created_at) FROM app.jobs "
-                "WHERE queue_name = 'bench-latency'"
-            ).fetchall()
-        ]
-    for thread in threads:
-        thread.join(timeout=5)
-    assert len(latencies) == count
-    return {"jobs": count, "enqueue_rate_per_s": round(count / enqueue_s), **percentiles(latencies)}
-
-
 # ------------------------------------------------------------------------------------------------- run
 
 
@@ -515,14 +405,6 @@ def run() -> dict:
     finally:
         oltp.drop()
 
-    queue = Tier(target, "queue", prefix)
-    queue.create()
-    try:
-        queue.migrate()
-        queue.grant_app()
-        result["queue"] = bench_queue(queue)
-    finally:
-        queue.drop()
     return result
 
 

@@ -39,7 +39,24 @@ SETTINGS = {
     "log_line_prefix": "'%m [%p] %q%u@%d '",
     "idle_in_transaction_session_timeout": "'10min'",
     "max_locks_per_transaction": "256",
+    # Session default only: the schema's partition boundaries are computed in UTC whatever a session says.
+    "timezone": "'UTC'",
+    "log_timezone": "'UTC'",
 }
+# pg_cron runs each tier's partition maintenance (modules/postgres/schedule.py). Jobs run in background
+# workers, so no job needs a password or a socket (there is none); pg_cron 1.4 reads schedules in GMT.
+PG_CRON_SETTINGS = {
+    "shared_preload_libraries": "'pg_cron'",
+    "cron.database_name": "'postgres'",
+    "cron.use_background_workers": "on",
+    "cron.max_running_jobs": "8",
+    "max_worker_processes": "24",
+}
+
+
+def pg_cron_installed() -> bool:
+    """Debian's postgresql-15-cron (tools/bootstrap.sh installs it); without it the server would not start."""
+    return (PG_BIN.parent / "lib" / "pg_cron.so").exists()
 
 
 class PostgresService(Service):
@@ -126,7 +143,7 @@ class PostgresService(Service):
         text = conf.read_text()
         if include not in text:
             conf.write_text(text.rstrip("\n") + f"\n\n# Managed by devenv/postgres.py\n{include}\n")
-        settings = {**SETTINGS, "port": str(self.port)}
+        settings = {**SETTINGS, **(PG_CRON_SETTINGS if pg_cron_installed() else {}), "port": str(self.port)}
         ours = self.data_dir / "penguinmails.conf"
         ours.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
         hba = self.data_dir / "pg_hba.conf"

@@ -11,6 +11,8 @@ import pulumi
 from modules.config.loader import load_stack_config
 from modules.errors import ConfigError
 from modules.platform.component import Platform
+from modules.postgres.component import default_prefix
+from modules.queue import namespace_for
 
 try:
     config = load_stack_config()
@@ -23,9 +25,15 @@ pulumi.export("environment", config.environment)
 pulumi.export("tenants", [tenant.slug for tenant in config.tenants])
 pulumi.export("redis_url", platform.redis_url)
 pulumi.export("redis_queue_user", platform.redis_user.username)
+# Where the stack's queue keys live in Redis (under the queue user's first key prefix).
+pulumi.export(
+    "queue_namespace", namespace_for(config.redis.key_prefixes[0], default_prefix(pulumi.get_stack()))
+)
 # The app role's connection string of each PostgreSQL tier (secrets).
 for _tier, _postgres in platform.postgres_tiers.items():
     pulumi.export(f"postgres_{_tier}_app_url", _postgres.app_url)
+    if _postgres.worker_url is not None:  # the queue workers' role (secret)
+        pulumi.export(f"postgres_{_tier}_worker_url", _postgres.worker_url)
 # [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
 pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])
 # DNS and email authentication: published selectors, MTA-STS policies, PTRs and the live verification.

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(redis-server postgresql-15 postgresql-client-15 bind9 bind9-utils podman runc debootstrap
-          uidmap slirp4netns iproute2 openssh-client sshpass)
+PACKAGES=(redis-server postgresql-15 postgresql-client-15 postgresql-15-cron bind9 bind9-utils podman runc
+          debootstrap uidmap slirp4netns iproute2 openssh-client sshpass)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

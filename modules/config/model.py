@@ -16,7 +16,15 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -175,6 +183,9 @@ class PostgresTierConfig(Strict):
     # postgresql://admin@host:port/database?sslmode=verify-full (no password: that is postgresAdminPassword).
     url: str | None = None
     enabled: bool = True
+    # pg_cron: the stack schedules partition maintenance on the server; external: run
+    # `python -m modules.postgres.maintenance` hourly from the host's own scheduler.
+    partition_schedule: Literal["pg_cron", "external"] = "pg_cron"
     # Database <prefix>_<tier>, roles <prefix>_<tier>_<role>; default pm_<stack> so stacks can share a server.
     name_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$")
     create_database: bool = Field(default=True, description="false when the server's database already exists")
@@ -213,10 +224,20 @@ class RedisConfig(Strict):
     port: int = Field(default=6390, ge=1, le=65535)
     tls: bool = False
     queue_user: str = Field(default="penguinmails-queue", pattern=r"^[a-z][a-z0-9_-]{2,63}$")
-    key_prefixes: list[str] = Field(
-        default_factory=lambda: ["queue:", "job:", "recent_jobs:", "deadletter:"], min_length=1
-    )
+    key_prefixes: list[str] = Field(default_factory=lambda: ["queue:"], min_length=1)
     maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru"] = "noeviction"
+    # external: a Redis the stack only reaches (the devenv's in dev) and where RedisUser manages the queue
+    # user; vps: a host the stack converges with the redis role (modules/ansible/redis_host.py), whose
+    # ACL file holds the queue user.
+    deploy: Literal["external", "vps"] = "external"
+
+    @field_validator("deploy")
+    @classmethod
+    def _vps_speaks_tls(cls, value: str, info: ValidationInfo) -> str:
+        # tls comes before deploy, so it is validated already (absent when it was itself invalid).
+        if value == "vps" and info.data.get("tls") is False:
+            raise ValueError("a Redis VPS serves TLS only: set redis.tls to true as well")
+        return value
 
 
 class DnsRecordConfig(Strict):

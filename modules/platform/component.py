@@ -13,10 +13,16 @@ from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
 from modules.hostwinds.fleet import VpsFleet
 from modules.postgres.component import PostgresTier
+from modules.postgres.duties import duties_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
 
 TIER_ROLES = ("migrator", "app", "readonly")
+
+
+def tier_roles(tier: str) -> tuple[str, ...]:
+    """The roles of a tier that get a password: every tier's three, and the queue tier's ``worker``."""
+    return ("migrator", *duties_for(tier))
 
 
 class Platform(pulumi.ComponentResource):
@@ -27,11 +33,11 @@ class Platform(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.config = config
 
-        # One password per tier role; the PostgreSQL issue turns them into real roles.
+        # One password per tier role (the queue tier also has its worker role).
         self.tier_passwords: dict[str, dict[str, pulumi.Output[str]]] = {
             tier: {
                 role: GeneratedSecret(f"{name}-{tier}-{role}-password", length=32, opts=child).result
-                for role in TIER_ROLES
+                for role in tier_roles(tier)
             }
             for tier in TIERS
         }

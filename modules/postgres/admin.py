@@ -385,7 +385,10 @@ def _owned_objects(conn: psycopg.Connection, role: str) -> list[str]:
 
 
 def live_privileges(conn: psycopg.Connection, role: str) -> dict[tuple[str, str, str], set[str]]:
-    """(kind, schema, object) → privileges ``role`` holds directly, for every object of this database."""
+    """(kind, schema, object) → privileges ``role`` holds directly, for every object of this database.
+
+    Column grants count too (kind ``columns``, object ``table.column``): one column of a table the role may not
+    read is as much a leak as the table."""
     rows = conn.execute(
         """WITH r AS (SELECT oid FROM pg_roles WHERE rolname = %s)
            SELECT 'schema', n.nspname::text, n.nspname::text, a.privilege_type
@@ -395,6 +398,11 @@ def live_privileges(conn: psycopg.Connection, role: str) -> dict[tuple[str, str,
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
             WHERE a.grantee = (SELECT oid FROM r) AND c.relkind IN ('r','p','v','m','f','S')
            UNION ALL
+           SELECT 'column', n.nspname::text, c.relname || '.' || t.attname, a.privilege_type
+             FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(t.attacl) a
+            WHERE a.grantee = (SELECT oid FROM r) AND NOT t.attisdropped
+           UNION ALL
            SELECT 'function', n.nspname::text, p.oid::regprocedure::text, a.privilege_type
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a
             WHERE a.grantee = (SELECT oid FROM r)""",
@@ -402,7 +410,7 @@ def live_privileges(conn: psycopg.Connection, role: str) -> dict[tuple[str, str,
     ).fetchall()
     found: dict[tuple[str, str, str], set[str]] = {}
     for kind, schema, name, privilege in rows:
-        kind = "schema" if kind == "schema" else "functions" if kind == "function" else RELKINDS[kind]
+        kind = {"schema": "schema", "function": "functions", "column": "columns"}.get(kind) or RELKINDS[kind]
         found.setdefault((kind, schema, name), set()).add(privilege)
     return found
 
@@ -421,19 +429,103 @@ def _objects_in(conn: psycopg.Connection, kind: str, schema: str) -> list[str]:
     return [row[0] for row in conn.execute(query, [schema, relkinds]).fetchall()]
 
 
-def _default_privileges(conn: psycopg.Connection, role: str, grantor: str) -> dict[tuple[str, str], set[str]]:
+def _default_privileges(
+    conn: psycopg.Connection, role: str, grantor: str | None = None
+) -> dict[tuple[str, str], set[str]]:
+    """(kind, schema) → what ``grantor``'s (or, with None, anyone's) new objects give ``role``.
+
+    Schema ``*`` stands for defaults without ``IN SCHEMA`` (every schema); with ``grantor=None`` the kind is
+    ``<creator>:<kind>``."""
     rows = conn.execute(
-        """SELECT d.defaclobjtype::text, n.nspname, a.privilege_type
-             FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a
-            WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
-              AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)""",
-        [role, grantor],
+        """SELECT pg_get_userbyid(d.defaclrole), d.defaclobjtype::text, coalesce(n.nspname, '*'), a.privilege_type
+             FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+                  aclexplode(d.defaclacl) a
+            WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)""",
+        [role],
     ).fetchall()
     found: dict[tuple[str, str], set[str]] = {}
-    for objtype, schema, privilege in rows:
-        if objtype in DEFAULT_ACL_KINDS:
-            found.setdefault((DEFAULT_ACL_KINDS[objtype], schema), set()).add(privilege)
+    for creator, objtype, schema, privilege in rows:
+        kind = DEFAULT_ACL_KINDS.get(objtype, objtype)
+        if grantor is None:
+            found.setdefault((f"{creator}:{kind}", schema), set()).add(privilege)
+        elif creator == grantor:
+            found.setdefault((kind, schema), set()).add(privilege)
     return found
+
+
+_PUBLIC_GRANTS = """
+WITH owned AS (SELECT n.oid, n.nspname, n.nspacl FROM pg_namespace n
+                WHERE n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = %(grantor)s))
+SELECT 'schema', o.nspname::text, NULL::text, NULL::text, a.privilege_type
+  FROM owned o, aclexplode(o.nspacl) a WHERE a.grantee = 0
+UNION ALL
+SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END, o.nspname::text, c.relname::text, NULL,
+       a.privilege_type
+  FROM pg_class c JOIN owned o ON o.oid = c.relnamespace,
+       aclexplode(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                                c.relowner))) a
+ WHERE a.grantee = 0 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+UNION ALL
+SELECT 'column', o.nspname::text, c.relname::text, t.attname::text, a.privilege_type
+  FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid JOIN owned o ON o.oid = c.relnamespace,
+       aclexplode(t.attacl) a
+ WHERE a.grantee = 0 AND NOT t.attisdropped
+UNION ALL
+SELECT 'function', o.nspname::text, p.proname::text, pg_get_function_identity_arguments(p.oid), a.privilege_type
+  FROM pg_proc p JOIN owned o ON o.oid = p.pronamespace,
+       aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+ WHERE a.grantee = 0
+UNION ALL
+SELECT 'default', coalesce(n.nspname::text, '*'), d.defaclobjtype::text, NULL, a.privilege_type
+  FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a
+ WHERE a.grantee = 0 AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(grantor)s)
+   AND d.defaclobjtype IN ('r', 'S', 'f') AND (d.defaclnamespace = 0 OR n.oid IN (SELECT oid FROM owned))
+UNION ALL
+-- No global default for the grantor's functions means the built-in one: EXECUTE for PUBLIC.
+SELECT 'default', '*', 'f', NULL, 'EXECUTE'
+ WHERE NOT EXISTS (SELECT 1 FROM pg_default_acl d
+                    WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(grantor)s)
+                      AND d.defaclnamespace = 0 AND d.defaclobjtype = 'f')
+"""
+
+
+def public_grants(conn: psycopg.Connection, grantor: str) -> list[tuple[str, sql.Composable]]:
+    """Privileges PUBLIC holds in the schemas ``grantor`` owns (and on its new objects): (label, revoke).
+
+    Every role of the server is a member of PUBLIC, so any such grant reaches the tenant-facing roles
+    whatever their own grants say; the revoke statement takes it back (run it as ``grantor``)."""
+    found: dict[str, tuple[set[str], sql.Composable]] = {}
+    for kind, schema, name, detail, privilege in conn.execute(_PUBLIC_GRANTS, {"grantor": grantor}):
+        s = _ident(schema)
+        if kind == "schema":
+            label, revoke = f"schema {schema}", sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(s)
+        elif kind in ("table", "sequence"):
+            label = f"{kind} {schema}.{name}"
+            revoke = sql.SQL("REVOKE ALL ON {} {} FROM PUBLIC").format(
+                sql.SQL(kind.upper()), sql.Identifier(schema, name)
+            )
+        elif kind == "column":
+            label = f"column {schema}.{name}.{detail}"
+            revoke = sql.SQL("REVOKE ALL ({}) ON TABLE {} FROM PUBLIC").format(
+                _ident(detail), sql.Identifier(schema, name)
+            )
+        elif kind == "function":
+            label = f"function {schema}.{name}({detail})"
+            revoke = sql.SQL("REVOKE ALL ON FUNCTION {}({}) FROM PUBLIC").format(
+                sql.Identifier(schema, name), sql.SQL(detail)
+            )
+        else:
+            objects = KIND_SQL[DEFAULT_ACL_KINDS[name]]
+            where = "every schema" if schema == "*" else f"schema {schema}"
+            label = f"new {objects.lower()} of {grantor} in {where}"
+            revoke = sql.SQL("ALTER DEFAULT PRIVILEGES {}REVOKE ALL ON {} FROM PUBLIC").format(
+                sql.SQL("") if schema == "*" else sql.SQL("IN SCHEMA {} ").format(s), sql.SQL(objects)
+            )
+        found.setdefault(label, (set(), revoke))[0].add(privilege)
+    return [
+        (f"{label} ({', '.join(sorted(privileges))})", revoke)
+        for label, (privileges, revoke) in found.items()
+    ]
 
 
 def role_problems(
@@ -474,6 +566,19 @@ def role_problems(
                 f"default privileges of {grantor} for new {kind} in {schema} do not give {role} "
                 f"exactly {', '.join(sorted(privileges))}"
             )
+    wanted_defaults = {(f"{grantor}:{kind}", schema) for kind, schema in expected if kind != "schema"}
+    for (creator_kind, schema), have in sorted(_default_privileges(conn, role).items()):
+        if (creator_kind, schema) not in wanted_defaults:
+            creator, kind = creator_kind.split(":", 1)
+            where = "every schema" if schema == "*" else schema
+            problems.append(
+                f"default privileges of {creator} give {role} {', '.join(sorted(have))} on new {kind} in "
+                f"{where}, not granted by the stack"
+            )
+    problems += [
+        f"PUBLIC has {label}: every role, {role} included, holds it; not granted by the stack"
+        for label, _revoke in public_grants(conn, grantor)
+    ]
     return problems
 
 
@@ -484,7 +589,8 @@ def grants_apply(
     grants: list[dict[str, Any]],
     previous: Iterable[dict[str, Any]] = (),
 ) -> None:
-    """Revoke what ``role`` holds on the grantor's objects, then grant ``grants`` (also for future objects).
+    """Revoke what ``role`` (and PUBLIC) holds on the grantor's objects, then grant ``grants`` (also for
+    future objects).
 
     Runs as ``grantor`` (the tier's owner) inside the caller's transaction, so the ACLs name the owner as
     grantor and default privileges apply to the objects later migrations create.
@@ -494,6 +600,15 @@ def grants_apply(
     target = _ident(role)
     schemas = {g["schema"] for g in [*grants, *previous]}
     schemas |= {schema for (_kind, schema, _name) in live_privileges(conn, role)}
+    defaults = _default_privileges(conn, role, grantor)
+    schemas |= {schema for (_kind, schema) in defaults}
+    if any(schema == "*" for (_kind, schema) in defaults):
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            conn.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES REVOKE ALL ON {} FROM {}").format(sql.SQL(kind), target)
+            )
+    for _label, revoke in public_grants(conn, grantor):
+        conn.execute(revoke)
     owned = {
         row[0]
         for row in conn.execute(

@@ -30,10 +30,20 @@ TENANT_COLUMN = "tenant_id"
 TENANT_SCHEMA = "app_private"
 TENANT_FUNCTION_NAME = "current_tenant_id"
 OWNER_FUNCTION_NAME = "is_owner_of"
-# The queue's deliberate exception (schemas/queue/0002_jobs.sql, README "How RLS is keyed"): its fence also
-# admits the tables' owner, which only the SECURITY DEFINER queue functions run as. Only these tables may use
-# that form, and only naming themselves; every other table must carry the exact fence.
-OWNER_ADMITTED_TABLES = frozenset({"app.jobs", "app.job_logs", "app.dead_letters"})
+# The queue's deliberate exception (schemas/queue/0004_hybrid_queue.sql, README "How RLS is keyed"): its fence
+# also admits the tables' owner, which only the SECURITY DEFINER queue functions run as. Only these tables may
+# use that form, and only naming themselves; every other table must carry the exact fence. (app.job_logs was
+# the 0002 name; it stays listed so that a database can still replay 0002 and 0003 on its way to 0004.)
+OWNER_ADMITTED_TABLES = frozenset(
+    {
+        "app.jobs",
+        "app.job_logs",
+        "app.dead_letters",
+        "app.scheduled_jobs",
+        "app.finished_jobs",
+        "app.job_failures",
+    }
+)
 # Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix.
 UNMANAGED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "S": "sequence"}
@@ -204,7 +214,8 @@ def pinned_search_path(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def managed_role_grantees(owner: str) -> set[str]:
-    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly`` next to ``…_migrator``).
+    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, and the queue's ``_worker``, next to
+    ``…_migrator``).
 
     Their grants are applied after the migrations and compared by the ``Role`` resources on refresh, so they
     are left out of the migrations' fingerprint (they would otherwise all look added).
@@ -212,7 +223,8 @@ def managed_role_grantees(owner: str) -> set[str]:
     if not owner.endswith("_migrator"):
         return set()
     base = owner[: -len("_migrator")]
-    return {f"{base}_app", f"{base}_readonly"}
+    roles = {f"{base}_app", f"{base}_readonly"}
+    return roles | {f"{base}_worker"} if base.endswith("_queue") else roles
 
 
 # Managed schemas: all but the catalogs, toast and temporary schemas. Objects of extensions are left out.

@@ -7,6 +7,9 @@ Roles of a tier (``<prefix>_<tier>_<role>``):
 * ``app`` logs in, is not the owner and not a member of it, never BYPASSRLS, and holds only DML on the
   tenant tables, SELECT on shared reference tables and EXECUTE on the functions it calls.
 * ``readonly`` logs in for reporting: SELECT only, still under RLS, read-only transactions by default.
+* ``worker`` (queue tier only) logs in for the queue workers: EXECUTE on the ``worker`` functions, no table.
+
+What each duty may do in each tier is :mod:`modules.postgres.duties`.
 """
 
 from __future__ import annotations
@@ -19,41 +22,12 @@ import pulumi
 
 from modules.config.model import PostgresTierConfig
 from modules.postgres.client import connection_url
+from modules.postgres.duties import CONNECTION_LIMITS, duties_for, grants_for, settings_for
+from modules.postgres.maintenance import MAINTAINED_TIERS
 from modules.postgres.resources import Database, Extension, Role, SchemaMigrations
+from modules.postgres.schedule import MaintenanceSchedule, MaintenanceScheduleArgs
 
-SEARCH_PATH = "app, platform, public"
-APP_GRANTS = [
-    {"on": "schema", "schema": "app", "privileges": ["USAGE"]},
-    {"on": "schema", "schema": "platform", "privileges": ["USAGE"]},
-    {"on": "schema", "schema": "app_private", "privileges": ["USAGE"]},
-    {"on": "tables", "schema": "app", "privileges": ["DELETE", "INSERT", "SELECT", "UPDATE"]},
-    {"on": "sequences", "schema": "app", "privileges": ["SELECT", "USAGE"]},
-    {"on": "functions", "schema": "app", "privileges": ["EXECUTE"]},
-    {"on": "functions", "schema": "app_private", "privileges": ["EXECUTE"]},
-    {"on": "tables", "schema": "platform", "privileges": ["SELECT"]},
-]
-READONLY_GRANTS = [
-    {"on": "schema", "schema": "app", "privileges": ["USAGE"]},
-    {"on": "schema", "schema": "platform", "privileges": ["USAGE"]},
-    {"on": "schema", "schema": "app_private", "privileges": ["USAGE"]},
-    {"on": "tables", "schema": "app", "privileges": ["SELECT"]},
-    {"on": "functions", "schema": "app_private", "privileges": ["EXECUTE"]},
-    {"on": "tables", "schema": "platform", "privileges": ["SELECT"]},
-]
-APP_SETTINGS = {
-    "search_path": SEARCH_PATH,
-    "statement_timeout": "30s",
-    "lock_timeout": "10s",
-    "idle_in_transaction_session_timeout": "60s",
-}
-READONLY_SETTINGS = {
-    "search_path": SEARCH_PATH,
-    "statement_timeout": "60s",
-    "idle_in_transaction_session_timeout": "60s",
-    "default_transaction_read_only": "on",
-}
 EXTENSIONS = {"oltp": ["citext", "pgcrypto"], "content": [], "analytics": [], "queue": []}
-CONNECTION_LIMITS = {"migrator": 10, "app": 100, "readonly": 20}
 
 
 @dataclass(frozen=True)
@@ -62,6 +36,7 @@ class TierNames:
     migrator: str
     app: str
     readonly: str
+    worker: str
 
 
 def default_prefix(stack: str) -> str:
@@ -77,11 +52,13 @@ def tier_names(tier: str, config: PostgresTierConfig, prefix: str) -> TierNames:
         migrator=f"{prefix}_{tier}_migrator",
         app=f"{prefix}_{tier}_app",
         readonly=f"{prefix}_{tier}_readonly",
+        worker=f"{prefix}_{tier}_worker",
     )
 
 
 class PostgresTier(pulumi.ComponentResource):
-    """A tier database with its three roles and applied migrations; ``app_url`` is a secret output."""
+    """A tier database with its roles and applied migrations; ``app_url`` (and the queue's ``worker_url``)
+    are secret outputs."""
 
     def __init__(
         self,
@@ -140,32 +117,35 @@ class PostgresTier(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*ready, *self.extensions], protect=protect),
         )
         after_schema = pulumi.ResourceOptions(parent=self, depends_on=[self.migrations])
-        self.app = Role(
-            f"{name}-app",
-            tier=tier,
-            role=names.app,
-            password=passwords["app"],
-            connection_limit=CONNECTION_LIMITS["app"],
-            settings=APP_SETTINGS,
-            database=names.database,
-            database_privileges=["CONNECT"],
-            grants=APP_GRANTS,
-            grantor=self.migrator.role,
-            opts=after_schema,
-        )
-        self.readonly = Role(
-            f"{name}-readonly",
-            tier=tier,
-            role=names.readonly,
-            password=passwords["readonly"],
-            connection_limit=CONNECTION_LIMITS["readonly"],
-            settings=READONLY_SETTINGS,
-            database=names.database,
-            database_privileges=["CONNECT"],
-            grants=READONLY_GRANTS,
-            grantor=self.migrator.role,
-            opts=after_schema,
-        )
+        # Partition maintenance (future partitions ahead, old ones dropped by retention) every hour, in UTC.
+        self.schedule: MaintenanceSchedule | None = None
+        if tier in MAINTAINED_TIERS and config.partition_schedule == "pg_cron":
+            self.schedule = MaintenanceSchedule(
+                f"{name}-partition-schedule",
+                MaintenanceScheduleArgs(tier=tier, database=names.database, username=self.migrator.role),
+                opts=after_schema,
+            )
+
+        def login_role(duty: str) -> Role:
+            # Declared after the migrations: the grants name schemas the migrations create.
+            return Role(
+                f"{name}-{duty}",
+                tier=tier,
+                role=getattr(names, duty),
+                password=passwords[duty],
+                connection_limit=CONNECTION_LIMITS[duty],
+                settings=settings_for(duty),
+                database=names.database,
+                database_privileges=["CONNECT"],
+                grants=grants_for(tier, duty),
+                grantor=self.migrator.role,
+                opts=after_schema,
+            )
+
+        duties = duties_for(tier)
+        self.app = login_role("app")
+        self.readonly = login_role("readonly")
+        self.worker = login_role("worker") if "worker" in duties else None
 
         def url(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
             return pulumi.Output.secret(
@@ -178,12 +158,14 @@ class PostgresTier(pulumi.ComponentResource):
 
         self.app_url = url(self.app.role, passwords["app"])
         self.readonly_url = url(self.readonly.role, passwords["readonly"])
-        self.register_outputs(
-            {
-                "database": names.database,
-                "app_role": self.app.role,
-                "app_url": self.app_url,
-                "readonly_url": self.readonly_url,
-                "migrations": self.migrations.migrations,
-            }
-        )
+        self.worker_url = url(self.worker.role, passwords["worker"]) if self.worker is not None else None
+        outputs = {
+            "database": names.database,
+            "app_role": self.app.role,
+            "app_url": self.app_url,
+            "readonly_url": self.readonly_url,
+            "migrations": self.migrations.migrations,
+        }
+        if self.worker_url is not None:
+            outputs["worker_url"] = self.worker_url
+        self.register_outputs(outputs)

@@ -24,75 +24,13 @@ import redis
 from modules.errors import ToolkitError
 from modules.providers import ProviderSettings, redact
 
+# The allow-list and the rule shape live in modules.redis.acl: the redis role's ACL file uses the same.
+from modules.redis.acl import QUEUE_COMMANDS, command_rules, user_rules
+
 USER_KEYS = ("username", "password", "key_prefixes", "commands")
 # Inputs of earlier versions: their presence in the old state is a change (the next update drops them).
 LEGACY_KEYS = ("categories",)
 
-# Everything the queue's workers may run. No category is granted: @keyspace, @write, @read, @connection
-# and the like also carry FLUSHALL/FLUSHDB/SWAPDB, KEYS/SCAN and CLIENT KILL. Every command here that
-# names keys is checked by Redis against the user's ``~<prefix>*`` patterns, and so is every key a script
-# touches with redis.call (declared in KEYS or not), so none of them reaches a key outside the prefixes.
-# Needs Redis 6.2+ (LMOVE, BLMOVE); subcommands are granted one by one (``script|load``, not ``script``).
-QUEUE_COMMANDS = (
-    # Plain keys: job payloads and locks (SET ... NX PX), their lifetimes, cleanup.
-    "get",
-    "set",  # also SET NX/PX for locks, SET GET for swaps
-    "del",
-    "exists",
-    "expire",
-    "pexpire",
-    "ttl",  # a worker checks how long its lock still holds
-    # Hashes: a job's fields (state, attempts, timestamps).
-    "hset",
-    "hget",
-    "hmget",
-    "hdel",
-    "hgetall",
-    "hincrby",  # attempt counters
-    # Lists: the waiting/active queues; blocking pops so idle workers wait without polling.
-    "lpush",
-    "rpush",
-    "lpop",
-    "rpop",
-    "lrange",
-    "llen",
-    "lrem",  # take a finished job out of the active list
-    "blpop",
-    "brpop",
-    "lmove",  # reliable queue: move waiting -> active atomically (both keys must be under the prefixes)
-    "blmove",
-    # Sorted sets: delayed and scheduled jobs by due time, recent jobs by finish time.
-    "zadd",
-    "zrem",
-    "zrange",
-    "zrangebyscore",
-    "zpopmin",
-    "bzpopmin",
-    "zcard",
-    "zscore",
-    # Scripts: atomic multi-key steps. They run with this user's rights: only the commands listed here,
-    # only on keys under the prefixes. SCRIPT LOAD/EXISTS only touch the script cache (EXISTS because
-    # redis-py's pipelines check their scripts with it before EXEC); no SCRIPT FLUSH/KILL, no FUNCTION.
-    "eval",
-    "evalsha",
-    "script|load",
-    "script|exists",
-    # Transactions; redis-py sends UNWATCH when a WATCHed pipeline is reset. Redis reports these five as
-    # "+@transaction", which is exactly them.
-    "multi",
-    "exec",
-    "discard",
-    "watch",
-    "unwatch",
-    # Connection: health checks, the login itself (AUTH; HELLO for RESP3 and HELLO ... AUTH; Redis lets
-    # both through without a rule, listed to say they are meant), and a name per worker connection.
-    # Not CLIENT LIST/INFO/KILL/PAUSE (they see or disturb other clients), not SELECT (one database).
-    "ping",
-    "auth",
-    "hello",
-    "client|setname",
-    "client|getname",
-)
 ENV_HOST = "PENGUINMAILS_REDIS_HOST"
 ENV_PORT = "PENGUINMAILS_REDIS_PORT"
 ENV_PASSWORD = "PENGUINMAILS_REDIS_ADMIN_PASSWORD"  # noqa: S105 - a variable name
@@ -114,7 +52,7 @@ def user_props(username: Any, password: Any, key_prefixes: list[str]) -> dict[st
 
 
 def _command_rules(props: dict[str, Any]) -> list[str]:
-    return ["-@all"] + [f"+{command}" for command in props.get("commands") or QUEUE_COMMANDS]
+    return command_rules(props.get("commands") or QUEUE_COMMANDS)
 
 
 def acl_rules(props: dict[str, Any]) -> list[str]:
@@ -122,9 +60,7 @@ def acl_rules(props: dict[str, Any]) -> list[str]:
 
     ``categories`` of earlier inputs is not read: see the module docstring.
     """
-    rules = ["reset", "on", f">{props['password']}", "resetchannels"]
-    rules += [f"~{prefix}*" for prefix in props["key_prefixes"]]
-    return rules + _command_rules(props)
+    return ["reset", *user_rules(f">{props['password']}", props["key_prefixes"], props.get("commands"))]
 
 
 def _tokens(value: Any) -> list[str]:

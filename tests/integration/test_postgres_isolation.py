@@ -8,87 +8,26 @@ tested the moment a migration creates it, and fails here until the seed gives it
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-
-import psycopg
 import pytest
 from psycopg import errors, sql
 
 from tests.support.postgres import TierDb, provision, seed_tenants, teardown
+from tests.support.rls import (
+    TENANT_A,
+    TENANT_B,
+    Table,
+    count,
+    error_of,
+    key_match,
+    key_of,
+    set_tenant,
+    table_privileges,
+    tenant_tables,
+)
 
 pytestmark = pytest.mark.services
 
 TIERS = ("oltp", "content", "analytics", "queue")
-TENANT_A, TENANT_B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)
-
-
-@dataclass(frozen=True)
-class Table:
-    schema: str
-    name: str
-    partition: bool
-    primary_key: tuple[str, ...]
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    def __str__(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-def tenant_tables(conn: psycopg.Connection) -> list[Table]:
-    """Every table with a tenant_id column, with its primary key, straight from the catalog."""
-    rows = conn.execute(
-        """SELECT n.nspname, c.relname, c.relispartition,
-                  ARRAY(SELECT a2.attname::text FROM pg_index i
-                          JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) ON true
-                          JOIN pg_attribute a2 ON a2.attrelid = c.oid AND a2.attnum = k.attnum
-                         WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.pos)
-             FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            ORDER BY 1, 2"""
-    ).fetchall()
-    return [Table(schema, name, partition, tuple(pk)) for schema, name, partition, pk in rows]
-
-
-def set_tenant(conn: psycopg.Connection, tenant: uuid.UUID) -> None:
-    conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant)])
-
-
-def error_of(
-    conn: psycopg.Connection, query: sql.Composable | str, params: list | None = None
-) -> psycopg.Error | None:
-    """Run one statement in a savepoint; the error it raised, or None."""
-    try:
-        with conn.transaction():
-            conn.execute(query, params)
-    except psycopg.Error as exc:
-        return exc
-    return None
-
-
-def key_of(
-    admin: psycopg.Connection, table: Table, tenant: uuid.UUID, columns: tuple[str, ...]
-) -> tuple | None:
-    query = sql.SQL("SELECT {} FROM {} WHERE tenant_id = %s LIMIT 1").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)), table.ident
-    )
-    return admin.execute(query, [tenant]).fetchone()
-
-
-def key_match(columns: tuple[str, ...]) -> sql.Composed:
-    return sql.SQL("({}) = ({})").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder() * len(columns))
-    )
-
-
-def count(conn: psycopg.Connection, table: Table, where: str = "true", params: list | None = None) -> int:
-    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, sql.SQL(where))
-    return conn.execute(query, params).fetchone()[0]
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +48,13 @@ def tier(request, tiers) -> TierDb:
     return tiers[request.param]
 
 
-def parents(db: TierDb) -> list[Table]:
+def parents(db: TierDb, kind: str | None = None, *privileges: str) -> list[Table]:
+    """The tenant tables (no partitions); with ``kind``, only those that role holds ``privileges`` on (what
+    it may not touch at all is tested in test_postgres_attacks.py)."""
     with db.connect() as admin:
         tables = [t for t in tenant_tables(admin) if not t.partition]
+        if kind is not None:
+            tables = [t for t in tables if set(privileges) <= table_privileges(admin, db.role(kind), t)]
     assert tables, f"{db.tier}: the catalog shows no tenant table at all"
     return tables
 
@@ -221,7 +164,7 @@ def test_security_definer_functions_pin_search_path_and_are_not_public(tier):
 
 
 def test_app_role_sees_only_its_own_tenant(tier):
-    tables = parents(tier)
+    tables = parents(tier, "app", "SELECT")
     failures = []
     with tier.connect() as admin:
         own = {t: count(admin, t, "tenant_id = %s", [TENANT_A]) for t in tables}
@@ -239,7 +182,9 @@ def test_app_role_sees_only_its_own_tenant(tier):
 
 
 def test_app_role_cannot_update_or_delete_another_tenants_rows(tier):
-    tables = parents(tier)
+    if tier.tier == "queue":
+        pytest.skip("the queue's app role writes no table directly (test_postgres_attacks.py checks it)")
+    tables = parents(tier, "app", "SELECT", "UPDATE", "DELETE")
     failures = []
     with tier.connect() as admin:
         before = {t: count(admin, t, "tenant_id = %s", [TENANT_B]) for t in tables}
@@ -270,7 +215,9 @@ def test_app_role_cannot_update_or_delete_another_tenants_rows(tier):
 
 
 def test_app_role_cannot_insert_for_or_move_rows_to_another_tenant(tier):
-    tables = parents(tier)
+    if tier.tier == "queue":
+        pytest.skip("the queue's app role writes no table directly (test_postgres_attacks.py checks it)")
+    tables = parents(tier, "app", "SELECT", "INSERT", "UPDATE")
     failures = []
     with tier.connect("app") as app, app.transaction(force_rollback=True):
         set_tenant(app, TENANT_A)
@@ -296,7 +243,7 @@ def test_app_role_cannot_insert_for_or_move_rows_to_another_tenant(tier):
 
 
 def test_app_role_sees_nothing_without_a_tenant(tier):
-    tables = parents(tier)
+    tables = parents(tier, "app", "SELECT")
     failures = []
     with tier.connect("app") as app:
         with app.transaction():
@@ -335,9 +282,14 @@ def test_foreign_keys_cannot_reach_another_tenants_rows(tier):
                   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p.oid AND attname = 'tenant_id')"""
         ).fetchall()
         tables = {(t.schema, t.name): t for t in tenant_tables(admin)}
+        updatable = {
+            t for t in tables.values() if {"SELECT", "UPDATE"} <= table_privileges(admin, tier.role("app"), t)
+        }
         cases = []
         for name, cschema, child, pschema, parent, columns, parent_columns in fks:
             child_table, parent_table = tables[(cschema, child)], tables[(pschema, parent)]
+            if child_table not in updatable:
+                continue
             target = key_of(admin, parent_table, TENANT_B, tuple(parent_columns))
             row = key_of(admin, child_table, TENANT_A, child_table.primary_key)
             cases.append((name, child_table, tuple(columns), target, row))
@@ -406,20 +358,6 @@ def test_users_are_visible_only_to_their_tenants(tiers):
         assert visible == members[TENANT_A]
         assert app.execute("DELETE FROM app.users").rowcount == 0
         exc = error_of(app, "INSERT INTO app.users (id, email) VALUES (gen_random_uuid(), 'x@example.com')")
-        assert isinstance(exc, errors.InsufficientPrivilege)
-
-
-def test_queue_functions_are_the_only_cross_tenant_path(tiers):
-    db = tiers["queue"]
-    with db.connect("app") as app, app.transaction(force_rollback=True):
-        set_tenant(app, TENANT_A)
-        assert (
-            app.execute("SELECT count(*) FROM app.jobs WHERE tenant_id = %s", [TENANT_B]).fetchone()[0] == 0
-        )
-        claimed = app.execute("SELECT tenant_id FROM app.dequeue_jobs('itest', 'w1', 10)").fetchall()
-        assert {row[0] for row in claimed} == {TENANT_A, TENANT_B}
-    with db.connect("readonly") as ro:
-        exc = error_of(ro, "SELECT * FROM app.dequeue_jobs('itest', 'w1', 10)")
         assert isinstance(exc, errors.InsufficientPrivilege)
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from modules.ansible.runner import ANSIBLE_DIR
 
-ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu")
+ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis")
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
     "common_tls_private_key",
@@ -24,6 +24,10 @@ SECRET_VARS = (
     "opendkim_key",
     "dovecot_user",
     "mailu_secret_key",
+    "redis_admin_password",
+    "redis_tls_private_key",
+    "redis_acl_users",
+    "redis_acl_user",
 )
 
 

@@ -98,6 +98,11 @@ def test_managed_role_grantees_follow_the_tier_names():
         "pm_dev_oltp_app",
         "pm_dev_oltp_readonly",
     }
+    assert catalog.managed_role_grantees("pm_dev_queue_migrator") == {
+        "pm_dev_queue_app",
+        "pm_dev_queue_readonly",
+        "pm_dev_queue_worker",
+    }
     assert catalog.managed_role_grantees("someone") == set()
 
 

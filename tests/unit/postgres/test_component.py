@@ -43,7 +43,8 @@ def test_default_prefix_is_safe_for_any_stack_name():
 
 @pulumi.runtime.test
 def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks):
-    from modules.postgres.component import APP_GRANTS, READONLY_GRANTS, PostgresTier
+    from modules.postgres.component import PostgresTier
+    from modules.postgres.duties import grants_for
 
     tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), PASSWORDS)
 
@@ -52,9 +53,10 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
         types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
         assert types == ["Database", "Extension", "Extension", "Role", "Role", "Role", "SchemaMigrations"]
         app = mocks.by_name("pm-oltp-app")
-        assert app.inputs["role"] == "pm_dev_oltp_app" and app.inputs["grants"] == APP_GRANTS
+        assert app.inputs["role"] == "pm_dev_oltp_app" and app.inputs["grants"] == grants_for("oltp", "app")
         assert app.inputs["grantor"] == "pm_dev_oltp_migrator"
-        assert mocks.by_name("pm-oltp-readonly").inputs["grants"] == READONLY_GRANTS
+        assert mocks.by_name("pm-oltp-readonly").inputs["grants"] == grants_for("oltp", "readonly")
+        assert tier.worker is None and tier.worker_url is None
         assert mocks.by_name("pm-oltp-readonly").inputs["settings"]["default_transaction_read_only"] == "on"
         database = mocks.by_name("pm-oltp-database")
         inputs = {k: v for k, v in database.inputs.items() if k != "__provider"}
@@ -96,3 +98,32 @@ def test_a_server_tier_with_an_existing_database_does_not_create_one(mocks):
         )
 
     return tier.app_url.apply(check)
+
+
+QUEUE_PASSWORDS = {**PASSWORDS, "worker": "w-password-1234"}
+
+
+@pulumi.runtime.test
+def test_the_queue_tier_declares_a_worker_role_with_a_secret_url(mocks):
+    from modules.postgres.component import PostgresTier
+    from modules.postgres.duties import grants_for
+
+    tier = PostgresTier("pm-queue", "queue", PostgresTierConfig(), QUEUE_PASSWORDS)
+
+    def check(args):
+        url, secret = args
+        worker = mocks.by_name("pm-queue-worker")
+        assert worker.inputs["role"] == "pm_dev_queue_worker"
+        assert worker.inputs["grants"] == grants_for("queue", "worker")
+        assert worker.inputs["connection_limit"] == 64
+        assert worker.inputs["settings"]["search_path"] == "worker, pg_catalog"
+        assert worker.inputs["grantor"] == "pm_dev_queue_migrator"
+        assert (
+            url
+            == "postgresql://pm_dev_queue_worker:w-password-1234@127.0.0.1:5433/pm_dev_queue?sslmode=prefer"
+        )
+        assert secret is True
+        roles = sorted(r.name for r in mocks.resources if r.typ.endswith(":Role"))
+        assert roles == ["pm-queue-app", "pm-queue-migrator", "pm-queue-readonly", "pm-queue-worker"]
+
+    return pulumi.Output.all(tier.worker_url, pulumi.Output.is_secret(tier.worker_url)).apply(check)

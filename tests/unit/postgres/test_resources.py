@@ -6,7 +6,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from modules.postgres import migrations as mig
-from modules.postgres.component import APP_GRANTS, APP_SETTINGS
+from modules.postgres.duties import grants_for, settings_for
 from modules.postgres.resources import (
     DatabaseProvider,
     ExtensionProvider,
@@ -30,10 +30,10 @@ def role(**overrides) -> dict:
         "password": "pw-123456789012",
         "login": True,
         "connection_limit": 100,
-        "settings": dict(APP_SETTINGS),
+        "settings": settings_for("app"),
         "database": "pm_dev_oltp",
         "database_privileges": ["CONNECT"],
-        "grants": [dict(g) for g in APP_GRANTS],
+        "grants": grants_for("oltp", "app"),
         "grantor": "pm_dev_oltp_migrator",
         "drift": [],
     }
@@ -97,8 +97,15 @@ def test_role_diff_replaces_only_on_a_new_name():
     assert new_password.changes and new_password.replaces == []
     drifted = provider.diff("r", role(drift=["pm_dev_oltp_app has TRUNCATE on app.leads"]), role())
     assert drifted.changes and drifted.replaces == []
+    # Grants by duty: an existing role of the old single grant set is updated in place, never replaced.
+    regranted = provider.diff(
+        "r",
+        role(tier="analytics", grants=grants_for("oltp", "app")),
+        role(tier="analytics", grants=grants_for("analytics", "app")),
+    )
+    assert regranted.changes and regranted.replaces == []
     # The server spells search_path its own way; the same setting is not a change.
-    spelled = role(settings={**APP_SETTINGS, "search_path": '"app","platform","public"'})
+    spelled = role(settings={**settings_for("app"), "search_path": '"app","platform","public"'})
     assert provider.diff("r", spelled, role()).changes is False
 
 

@@ -55,12 +55,7 @@ def test_allow_list_holds_no_category_and_no_forbidden_command():
     assert len(set(QUEUE_COMMANDS)) == len(QUEUE_COMMANDS)
     assert all(c == c.lower() and "@" not in c and " " not in c for c in QUEUE_COMMANDS)
     assert not FORBIDDEN & set(QUEUE_COMMANDS)
-    assert {c for c in QUEUE_COMMANDS if "|" in c} == {
-        "script|load",
-        "script|exists",
-        "client|setname",
-        "client|getname",
-    }
+    assert {c for c in QUEUE_COMMANDS if "|" in c} == {"script|load", "script|exists"}
 
 
 def live_user(

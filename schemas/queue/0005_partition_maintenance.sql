@@ -1,0 +1,1 @@
+../shared/partition_maintenance.sql

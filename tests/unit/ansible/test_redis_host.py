@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pulumi
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from modules.ansible import redis_host
 from modules.errors import ValidationError
@@ -11,7 +13,14 @@ from modules.redis import acl
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
 CA = "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n"
-KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49-the-key-body\n-----END PRIVATE KEY-----\n"
+# A throw-away key made when the tests load: no key material is committed.
+KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    .decode()
+)
 ADMIN_PASSWORD = "admin-password-0123456789"
 QUEUE_PASSWORD = "queue-password-0123456789"
 PREFIXES = ["queue:", "job:"]

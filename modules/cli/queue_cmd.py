@@ -98,47 +98,39 @@ def dead_list(
         console.print("no dead letters")
 
 
-def _bulk(action, stack, cwd, queue, tenant, ids, limit, yes, verb) -> None:
-    if queue is None and tenant is None and not ids and not yes:
-        raise ToolkitError(
-            f"{verb} every dead letter of every queue? name --queue/--tenant/--id, or add --yes"
-        )
-    store, _ = _connect(stack, cwd)
-    with console.status(f"{verb}…") as status:
-        done = action(
-            store,
-            queue=queue,
-            tenant=_tenant(tenant),
-            ids=ids or None,
-            limit=limit,
-            progress=lambda n: status.update(f"{verb}: {n} so far"),
-        )
-    console.print(f"{verb}: {done} dead letter(s)")
+def _dead_letter_command(name: str, action, verb: str, doc: str) -> None:
+    """``dead-letters <name>``: ``action`` (ops.replay or ops.purge) with the filters, in batches."""
+
+    def command(
+        stack: str = STACK,
+        cwd: Path = CWD,
+        queue: str | None = QUEUE,
+        tenant: str | None = TENANT,
+        ids: list[int] = typer.Option([], "--id", help="Only these job ids (repeatable)."),
+        limit: int | None = typer.Option(None, "--limit", min=1),
+        yes: bool = typer.Option(False, "--yes", help=f"Confirm a {name} with no filter."),
+    ) -> None:
+        if queue is None and tenant is None and not ids and not yes:
+            raise ToolkitError(
+                f"{verb} every dead letter of every queue? name --queue/--tenant/--id, or add --yes"
+            )
+        store, _ = _connect(stack, cwd)
+        with console.status(f"{verb}…") as status:
+            done = action(
+                store,
+                queue=queue,
+                tenant=_tenant(tenant),
+                ids=ids or None,
+                limit=limit,
+                progress=lambda n: status.update(f"{verb}: {n} so far"),
+            )
+        console.print(f"{verb}: {done} dead letter(s)")
+
+    command.__doc__ = doc
+    dead.command(name)(command)
 
 
-@dead.command("replay")
-def dead_replay(
-    stack: str = STACK,
-    cwd: Path = CWD,
-    queue: str | None = QUEUE,
-    tenant: str | None = TENANT,
-    ids: list[int] = typer.Option([], "--id", help="Only these job ids (repeatable)."),
-    limit: int | None = typer.Option(None, "--limit", min=1),
-    yes: bool = typer.Option(False, "--yes", help="Confirm a replay with no filter."),
-) -> None:
-    """Put dead letters back in their queue with a fresh attempt count."""
-    _bulk(ops.replay, stack, cwd, queue, tenant, ids, limit, yes, "replayed")
-
-
-@dead.command("purge")
-def dead_purge(
-    stack: str = STACK,
-    cwd: Path = CWD,
-    queue: str | None = QUEUE,
-    tenant: str | None = TENANT,
-    ids: list[int] = typer.Option([], "--id", help="Only these job ids (repeatable)."),
-    limit: int | None = typer.Option(None, "--limit", min=1),
-    yes: bool = typer.Option(False, "--yes", help="Confirm a purge with no filter."),
-) -> None:
-    """Delete dead letters for good."""
-    _bulk(ops.purge, stack, cwd, queue, tenant, ids, limit, yes, "purged")
+_dead_letter_command(
+    "replay", ops.replay, "replayed", "Put dead letters back in their queue with a fresh attempt count."
+)
+_dead_letter_command("purge", ops.purge, "purged", "Delete dead letters for good.")

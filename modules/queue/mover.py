@@ -171,7 +171,7 @@ class Mover:
             self._listener.execute(f"LISTEN {CHANNEL}")
         return self._listener
 
-    def _sleep(self, stop: threading.Event) -> None:
+    def _sleep(self) -> None:
         timeout = self.idle_seconds
         if self._next_due is not None:
             timeout = min(timeout, max(0.0, (self._next_due - datetime.now(UTC)).total_seconds()))
@@ -179,8 +179,6 @@ class Mover:
         if select.select([conn.fileno()], [], [], timeout)[0]:
             for _ in conn.notifies(timeout=0, stop_after=1000):
                 pass
-        if stop.is_set():
-            return
 
     def run(self, stop: threading.Event) -> None:
         """Tick while holding the mover lock; back off and retry on Redis or PostgreSQL outages."""
@@ -192,7 +190,7 @@ class Mover:
                     continue
                 self.tick()
                 backoff = 0.1
-                self._sleep(stop)
+                self._sleep()
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"

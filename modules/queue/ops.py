@@ -76,21 +76,18 @@ def _batches(
     return total
 
 
-def replay(
-    store: WorkerStore,
-    queue: str | None = None,
-    tenant: uuid.UUID | None = None,
-    ids: list[int] | None = None,
-    limit: int | None = None,
-    batch: int = 1000,
-    progress: Callable[[int], None] | None = None,
-) -> int:
+def replay(store: WorkerStore, **filters) -> int:
     """Re-enqueue dead letters (fresh attempt count); the mover promotes them like new jobs."""
-    return _batches(lambda n: len(store.replay(queue, tenant, ids, n)), limit, batch, progress)
+    return _dead_letters(lambda q, t, ids, n: len(store.replay(q, t, ids, n)), **filters)
 
 
-def purge(
-    store: WorkerStore,
+def purge(store: WorkerStore, **filters) -> int:
+    """Delete dead letters for good."""
+    return _dead_letters(store.purge, **filters)
+
+
+def _dead_letters(
+    action: Callable[[str | None, uuid.UUID | None, list[int] | None, int], int],
     queue: str | None = None,
     tenant: uuid.UUID | None = None,
     ids: list[int] | None = None,
@@ -98,4 +95,5 @@ def purge(
     batch: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    return _batches(lambda n: store.purge(queue, tenant, ids, n), limit, batch, progress)
+    """``action`` on dead letters matching the filters, ``batch`` at a time (up to ``limit``)."""
+    return _batches(lambda n: action(queue, tenant, ids, n), limit, batch, progress)

@@ -18,6 +18,10 @@ from psycopg.types.json import Jsonb
 
 from modules.queue.redis_side import Cursor
 
+_COMPLETE = "SELECT worker.complete(%s, %s)"
+_FAIL = "SELECT id, outcome FROM worker.fail(%s, %s, %s, %s)"
+_FETCH = "SELECT * FROM worker.fetch(%s)"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -110,11 +114,6 @@ class WorkerStore:
 
     # -- the workers
 
-    def fetch(self, ids: Sequence[int]) -> list[Job]:
-        rows = self._call("SELECT * FROM worker.fetch(%s)", [list(ids)])
-        by_id = {row[0]: Job(*row) for row in rows}
-        return [by_id[i] for i in ids if i in by_id]
-
     def finish_and_fetch(
         self, done: Sequence[Job], failed: Sequence[tuple[Job, str]], worker: str, next_ids: Sequence[int]
     ) -> tuple[set[int], dict[int, str], list[Job]]:
@@ -126,13 +125,13 @@ class WorkerStore:
                     cur_done = cur_failed = cur_next = None
                     if done:
                         cur_done = conn.cursor().execute(
-                            "SELECT worker.complete(%s, %s)",
+                            _COMPLETE,
                             [[j.id for j in done], [j.attempts for j in done]],
                             prepare=True,
                         )
                     if failed:
                         cur_failed = conn.cursor().execute(
-                            "SELECT id, outcome FROM worker.fail(%s, %s, %s, %s)",
+                            _FAIL,
                             [
                                 [j.id for j, _ in failed],
                                 [j.attempts for j, _ in failed],
@@ -142,9 +141,7 @@ class WorkerStore:
                             prepare=True,
                         )
                     if next_ids:
-                        cur_next = conn.cursor().execute(
-                            "SELECT * FROM worker.fetch(%s)", [list(next_ids)], prepare=True
-                        )
+                        cur_next = conn.cursor().execute(_FETCH, [list(next_ids)], prepare=True)
                 finished = set(cur_done.fetchone()[0]) if cur_done else set()
                 outcomes = {int(r[0]): r[1] for r in cur_failed.fetchall()} if cur_failed else {}
                 rows = cur_next.fetchall() if cur_next else []
@@ -154,21 +151,13 @@ class WorkerStore:
         by_id = {row[0]: Job(*row) for row in rows}
         return finished, outcomes, [by_id[i] for i in next_ids if i in by_id]
 
-    def complete(self, jobs: Sequence[Job]) -> set[int]:
-        if not jobs:
-            return set()
-        rows = self._call(
-            "SELECT worker.complete(%s, %s)", [[j.id for j in jobs], [j.attempts for j in jobs]]
-        )
-        return set(rows[0][0])
-
     def fail(
         self, ids: Sequence[int], attempts: Sequence[int] | None, errors: Sequence[str], worker: str
     ) -> dict[int, str]:
         if not ids:
             return {}
         rows = self._call(
-            "SELECT id, outcome FROM worker.fail(%s, %s, %s, %s)",
+            _FAIL,
             [list(ids), None if attempts is None else list(attempts), list(errors), worker],
         )
         return {int(r[0]): r[1] for r in rows}

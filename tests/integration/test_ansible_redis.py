@@ -30,7 +30,7 @@ from modules.config.model import RedisConfig
 from modules.redis import acl
 from modules.redis.resources import _as_dict, acl_rules, live_matches, user_props
 from tests.infra.support import Lab
-from tests.support.redis_acl import FORBIDDEN, fill
+from tests.support.redis_acl import FORBIDDEN, assert_refused, fill
 
 pytestmark = pytest.mark.services
 
@@ -297,15 +297,7 @@ def test_queue_user_is_refused_outside_its_prefixes(worker, converged):
 
 @pytest.mark.parametrize("command", FORBIDDEN, ids=lambda c: " ".join(c[:2]))
 def test_forbidden_command_is_refused(command, worker, admin, converged):
-    args = fill(command, f"{PREFIXES[0]}vps-{converged['token']}")
-    assert admin.execute_command("ACL", "DRYRUN", QUEUE_USER, *args) != "OK", f"the ACL would allow {args}"
-    if args[0] == "DEBUG":
-        # Refused before the ACL is consulted (enable-debug-command no); DRYRUN shows the ACL's answer.
-        with pytest.raises(redis.exceptions.ResponseError, match="DEBUG command not allowed"):
-            worker.execute_command(*args)
-        return
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        worker.execute_command(*args)
+    assert_refused(worker, admin, QUEUE_USER, fill(command, f"{PREFIXES[0]}vps-{converged['token']}"))
 
 
 def test_file_user_has_exactly_the_rights_redis_user_would_set(admin, converged):

@@ -9,26 +9,22 @@ that succeeded; it uses the devenv server when that preloads pg_cron, else a pri
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from devenv.base import devenv_root
-from devenv.postgres import PostgresService, pg_cron_installed
+from devenv.postgres import pg_cron_installed
 from modules.postgres import cron
 from modules.postgres import migrations as mig
 from modules.postgres.client import connect, tenant_transaction
 from modules.postgres.maintenance import maintain
 from modules.postgres.schedule import JOB_NAME, MaintenanceScheduleArgs, MaintenanceScheduleProvider
-from tests.support.postgres import REPO_ROOT, TierDb, admin_target, provision, teardown
+from tests.support.postgres import REPO_ROOT, TierDb, admin_target, private_cluster, provision, teardown
 
 pytestmark = pytest.mark.services
 
@@ -302,21 +298,8 @@ def cron_server(devenv_env):
             return
     if not pg_cron_installed():
         pytest.fail("pg_cron is not installed (postgresql-15-cron; tools/bootstrap.sh installs it)")
-    root = Path(tempfile.mkdtemp(prefix="itest-cron-", dir=devenv_root()))
-    service = PostgresService(root=root, port=5497)
-    saved = {key: os.environ.get(key) for key in service.env()}
-    try:
-        service.start()
-        os.environ.update(service.env())
+    with private_cluster("itest-cron-", port=5497) as service:
         yield service
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        service.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_pg_cron_job_exists_runs_as_the_migrator_and_succeeds(cron_server):

@@ -15,12 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -34,7 +32,7 @@ from modules.queue.redis_side import RedisSide
 from modules.queue.store import WorkerStore, enqueue
 from modules.queue.worker import QueueWorker, redis_client
 from modules.redis.acl import user_rules
-from tests.support.postgres import TierDb, provision, teardown
+from tests.support.postgres import TierDb, private_cluster, provision, teardown
 
 pytestmark = pytest.mark.services
 
@@ -423,27 +421,11 @@ def test_a_worker_killed_holding_leases_has_its_jobs_run_again_after_the_lease(q
 @pytest.fixture
 def private_postgres(devenv_env):
     """A PostgreSQL cluster of its own with the queue tier, so the test can restart it."""
-    from devenv.base import devenv_root
-    from devenv.postgres import PostgresService
-
-    root = Path(tempfile.mkdtemp(prefix="itest-queue-pg-", dir=devenv_root()))
-    service = PostgresService(root=root, port=_free_port())
-    saved = {key: os.environ.get(key) for key in service.env()}
-    try:
-        service.start()
-        os.environ.update(service.env())
+    with private_cluster("itest-queue-pg-") as service:
         db = provision("queue")
         _add_queues(db)
         yield db, service
         teardown(db)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        service.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_postgres_restarted_mid_run_loses_no_job(private_postgres, shared_redis, ns):

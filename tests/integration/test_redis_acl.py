@@ -20,7 +20,7 @@ from devenv.redis import RedisService
 from modules.config.model import RedisConfig
 from modules.redis.resources import RedisUserProvider, _as_dict, user_props
 from tests.support.devenv_vars import stack_settings
-from tests.support.redis_acl import FORBIDDEN
+from tests.support.redis_acl import FORBIDDEN, assert_refused, fill
 
 DEV_STACK_USER = "penguinmails-queue"
 PREFIXES = RedisConfig().key_prefixes  # the prefixes the stack gives the queue user
@@ -133,28 +133,16 @@ def _refused_by_dryrun(admin: redis.Redis, username: str, args: tuple[str, ...])
     return admin.execute_command("ACL", "DRYRUN", username, *args) != "OK"
 
 
-def _fill(args: tuple[str, ...], key: str) -> tuple[str, ...]:
-    return tuple(a.replace("{k}", key) for a in args)
-
-
 @pytest.mark.parametrize("command", FORBIDDEN, ids=lambda c: " ".join(c[:2]))
 def test_forbidden_command_is_refused_with_noperm(command, queue_user, worker, admin):
-    args = _fill(command, queue_user.key(PREFIXES[0]))
-    assert _refused_by_dryrun(admin, queue_user.username, args), f"the ACL would allow {args}"
-    if args[0] == "DEBUG":
-        # Refused before the ACL is consulted (enable-debug-command is off); DRYRUN shows the ACL's answer.
-        with pytest.raises(redis.exceptions.ResponseError, match="DEBUG command not allowed"):
-            worker.execute_command(*args)
-        return
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        worker.execute_command(*args)
+    assert_refused(worker, admin, queue_user.username, fill(command, queue_user.key(PREFIXES[0])))
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_queue_commands_work_under_each_prefix(prefix, queue_user, worker):
     key = queue_user.key(prefix)
     for command in KEY_COMMANDS:
-        worker.execute_command(*_fill(command, key))  # a refusal raises NoPermissionError
+        worker.execute_command(*fill(command, key))  # a refusal raises NoPermissionError
     assert worker.get(f"{key}:e") == "v"
     assert worker.hmget(f"{key}:h", ["state", "attempts"]) == [None, "1"]
 
@@ -162,7 +150,7 @@ def test_queue_commands_work_under_each_prefix(prefix, queue_user, worker):
 @pytest.mark.parametrize("command", KEY_COMMANDS, ids=lambda c: c[0])
 def test_queue_commands_are_refused_on_a_key_outside_the_prefixes(command, queue_user, worker):
     with pytest.raises(redis.exceptions.NoPermissionError):
-        worker.execute_command(*_fill(command, queue_user.outside))
+        worker.execute_command(*fill(command, queue_user.outside))
 
 
 def test_commands_the_queue_does_not_use_are_refused_even_on_its_keys(queue_user, worker):

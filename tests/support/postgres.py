@@ -9,9 +9,14 @@ their table list from the catalog and fail when a table has no seed rows, so a n
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import socket
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +138,34 @@ def provision_queue_with_worker() -> TierDb:
             )
         add_duty(db, "worker")
     return db
+
+
+@contextmanager
+def private_cluster(prefix: str, port: int | None = None) -> Iterator:
+    """A PostgreSQL cluster of the test's own, with the devenv's settings, that it may stop and restart; the
+    ``PENGUINMAILS_POSTGRES_*`` variables point at it meanwhile (so ``provision`` uses it)."""
+    from devenv.base import devenv_root
+    from devenv.postgres import PostgresService
+
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=devenv_root()))
+    service = PostgresService(root=root, port=port)
+    saved = {key: os.environ.get(key) for key in service.env()}
+    try:
+        service.start()
+        os.environ.update(service.env())
+        yield service
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        service.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def teardown(db: TierDb) -> None:

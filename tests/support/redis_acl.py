@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import redis
+
 # Refused whatever their arguments; the arguments chosen are harmless should one get through anyway.
 # ``{k}`` is a key under the user's first prefix (a refused key is not why these fail).
 FORBIDDEN = [
@@ -47,3 +50,15 @@ FORBIDDEN = [
 def fill(args: tuple[str, ...], key: str) -> tuple[str, ...]:
     """``args`` with ``{k}`` replaced by ``key``."""
     return tuple(a.replace("{k}", key) for a in args)
+
+
+def assert_refused(worker: redis.Redis, admin: redis.Redis, username: str, args: tuple[str, ...]) -> None:
+    """The ACL refuses ``args`` (ACL DRYRUN, which runs nothing), and so does the server when ``worker`` tries."""
+    assert admin.execute_command("ACL", "DRYRUN", username, *args) != "OK", f"the ACL would allow {args}"
+    if args[0] == "DEBUG":
+        # Refused before the ACL is consulted (enable-debug-command is off); DRYRUN shows the ACL's answer.
+        with pytest.raises(redis.exceptions.ResponseError, match="DEBUG command not allowed"):
+            worker.execute_command(*args)
+        return
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker.execute_command(*args)

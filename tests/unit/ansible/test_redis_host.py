@@ -28,25 +28,6 @@ HOST = {"name": "redis-1", "fqdn": "redis-1.penguinmails.test", "ip": "10.88.0.7
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how Pulumi marks a secret value in mocks
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self):
-        self.created = []
-
-    def new_resource(self, args):
-        self.created.append(args)
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args):
-        return {}
-
-
-@pytest.fixture
-def mocks():
-    found = _Mocks()
-    pulumi.runtime.set_mocks(found, preview=False)
-    return found
-
-
 def _host(**kwargs) -> redis_host.RedisHost:
     args = {
         "host": HOST,

@@ -166,25 +166,6 @@ def test_mailu_inventory_has_its_own_file_name():
     assert resources.inventory_file_name("dev", "mailu.yml") == "dev-mailu"
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self):
-        self.created = []
-
-    def new_resource(self, args):
-        self.created.append(args)
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args):
-        return {}
-
-
-@pytest.fixture
-def mocks():
-    found = _Mocks()
-    pulumi.runtime.set_mocks(found, preview=False)
-    return found
-
-
 @pulumi.runtime.test
 def test_resource_hashes_roles_in_the_program_and_marks_secret_vars_secret(mocks):
     playbook = resources.AnsiblePlaybook(

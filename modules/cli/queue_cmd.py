@@ -84,8 +84,9 @@ def dead_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The newest dead letters (payloads are not printed: they are the tenants' data)."""
+    tenant_id = _tenant(tenant)
     store, _ = _connect(stack, cwd)
-    rows = store.dead_letters(queue, _tenant(tenant), limit)
+    rows = store.dead_letters(queue, tenant_id, limit)
     if as_json:
         keys = ("id", "tenant_id", "queue", "attempts", "last_error", "enqueued_at", "died_at")
         print(json.dumps([dict(zip(keys, map(str, r), strict=True)) for r in rows], indent=2))
@@ -114,12 +115,13 @@ def _dead_letter_command(name: str, action, verb: str, doc: str) -> None:
             raise ToolkitError(
                 f"{verb} every dead letter of every queue? name --queue/--tenant/--id, or add --yes"
             )
+        tenant_id = _tenant(tenant)  # bad input fails before the stack is read
         store, _ = _connect(stack, cwd)
         with console.status(f"{verb}…") as status:
             done = action(
                 store,
                 queue=queue,
-                tenant=_tenant(tenant),
+                tenant=tenant_id,
                 ids=ids or None,
                 limit=limit,
                 progress=lambda n: status.update(f"{verb}: {n} so far"),

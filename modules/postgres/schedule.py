@@ -105,7 +105,9 @@ class MaintenanceScheduleProvider(_PostgresProvider):
             )
         return database
 
-    def _install(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _install(self, props: dict[str, Any], expected_jobid: int | None) -> dict[str, Any]:
+        """Schedule the job; ``expected_jobid`` is the one in state (None on create). A job of that name and
+        role that is not the recorded one is not ours: it is left alone and the step fails."""
         target = self._target(props)
         cron_db = self._require_cron(target, props)
         with connect(target, props["database"], application_name="penguinmails-schedule") as conn:
@@ -127,6 +129,13 @@ class MaintenanceScheduleProvider(_PostgresProvider):
                     f"{self._label(props)}: pg_cron is preloaded on {target.label} but the extension is not "
                     f"available to database {cron_db}; install postgresql-15-cron on the server"
                 )
+            live = run(target, f"read {JOB_NAME}", lambda: cron.job_get(conn, JOB_NAME, props["username"]))
+            if live is not None and live["jobid"] != expected_jobid:
+                raise PostgresError(
+                    f"{self._label(props)}: pg_cron job {JOB_NAME} of {props['username']} already exists on "
+                    f"{target.label} (jobid {live['jobid']}) and is not the one this stack recorded "
+                    f"({expected_jobid}); unschedule it if it is stale, then run `up` again"
+                )
             jobid = run(
                 target,
                 f"schedule {JOB_NAME}",
@@ -143,11 +152,11 @@ class MaintenanceScheduleProvider(_PostgresProvider):
         return {**props, "jobname": JOB_NAME, "jobid": jobid, "cron_database": cron_db, "drift": []}
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
-        outs = self._install(props)
+        outs = self._install(props, None)
         return dynamic.CreateResult(id_=str(outs["jobid"]), outs=outs)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
-        return dynamic.UpdateResult(outs=self._install(news))
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        return dynamic.UpdateResult(outs=self._install(news, _recorded_jobid(id_, olds)))
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         target = self._target(props)
@@ -170,8 +179,14 @@ class MaintenanceScheduleProvider(_PostgresProvider):
             return
         with connect(target, cron_db, application_name="penguinmails-schedule") as conn:
             live = run(target, f"read {JOB_NAME}", lambda: cron.job_get(conn, JOB_NAME, props["username"]))
-            if live is not None:
+            # Only the job this stack scheduled (its recorded id); another one of that name is not ours.
+            if live is not None and live["jobid"] == _recorded_jobid(id_, props):
                 run(target, f"unschedule {JOB_NAME}", lambda: cron.job_unschedule(conn, live["jobid"]))
+
+
+def _recorded_jobid(id_: str, props: dict[str, Any]) -> int | None:
+    recorded = props.get("jobid") or (id_ if str(id_).isdigit() else None)
+    return int(recorded) if recorded is not None else None
 
 
 class MaintenanceSchedule(dynamic.Resource, module="postgres", name="MaintenanceSchedule"):

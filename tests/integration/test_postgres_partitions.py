@@ -342,6 +342,12 @@ def test_the_pg_cron_job_exists_runs_as_the_migrator_and_succeeds(cron_server):
         updated = provider.update(created.id, created.outs, props)
         assert updated.outs["jobid"] == jobid
         assert provider.read(created.id, updated.outs).outs["drift"] == []
+        # A job of our name that is not the recorded one is never taken over nor removed.
+        with pytest.raises(Exception, match="not the one this stack recorded"):
+            provider.create(props)
+        provider.delete(str(jobid + 1000), {**updated.outs, "jobid": jobid + 1000})
+        with connect(db.target, cron_db) as conn:
+            assert cron.job_by_id(conn, jobid) is not None, "a delete with another id removed our job"
     finally:
         if created is not None:
             provider.delete(created.id, created.outs)

@@ -305,21 +305,21 @@ def test_security_drift_is_reported_and_fails_the_update(devenv_env):
                 "CREATE OR REPLACE FUNCTION app_private.is_owner_of(p_table regclass) RETURNS boolean "
                 "LANGUAGE sql STABLE AS $$ SELECT true $$"
             )
-            conn.execute("ALTER FUNCTION app.dequeue_jobs(text, text, integer) RESET search_path")
-            conn.execute("GRANT EXECUTE ON FUNCTION app.complete_job(uuid, uuid, text) TO PUBLIC")
+            conn.execute("ALTER FUNCTION worker.fetch(bigint[]) RESET search_path")
+            conn.execute("GRANT EXECUTE ON FUNCTION worker.complete(bigint[], integer[]) TO PUBLIC")
             conn.execute("GRANT SELECT ON app.dead_letters TO PUBLIC")
-            conn.execute("ALTER TABLE app.jobs DISABLE TRIGGER jobs_notify_ready")
+            conn.execute("ALTER TABLE app.jobs DISABLE TRIGGER jobs_notify_inserted")
             drift = mig.inspect(conn, files).drift
         fn = "function app_private.is_owner_of(regclass)"
         assert any(d.startswith(f"{fn}: its definition changed (sha256 ") for d in drift), drift
-        dequeue = "function app.dequeue_jobs(text,text,integer)"
+        dequeue = "function worker.fetch(bigint[])"
         assert f"{dequeue}: search_path pin changed from 'pg_catalog, pg_temp' to not pinned" in drift
         assert (
-            "function app.complete_job(uuid,uuid,text): grants not from the migrations: PUBLIC:EXECUTE"
+            "function worker.complete(bigint[],integer[]): grants not from the migrations: PUBLIC:EXECUTE"
             in drift
         )
         assert "table app.dead_letters: grants not from the migrations: PUBLIC:SELECT" in drift
-        assert "trigger jobs_notify_ready on app.jobs: enabled changed from 'O' to 'D'" in drift
+        assert "trigger jobs_notify_inserted on app.jobs: enabled changed from 'O' to 'D'" in drift
         with pytest.raises(mig.SchemaDriftError) as caught:
             apply(db, REPO_ROOT / "schemas" / "queue")
         assert f"{dequeue}: search_path pin changed" in caught.value.message

@@ -305,15 +305,15 @@ def test_security_drift_is_reported_and_fails_the_update(devenv_env):
                 "CREATE OR REPLACE FUNCTION app_private.is_owner_of(p_table regclass) RETURNS boolean "
                 "LANGUAGE sql STABLE AS $$ SELECT true $$"
             )
-            conn.execute("ALTER FUNCTION worker.fetch(bigint[]) RESET search_path")
+            conn.execute("ALTER FUNCTION worker.pending(bigint, integer) RESET search_path")
             conn.execute("GRANT EXECUTE ON FUNCTION worker.complete(bigint[], integer[]) TO PUBLIC")
             conn.execute("GRANT SELECT ON app.dead_letters TO PUBLIC")
             conn.execute("ALTER TABLE app.jobs DISABLE TRIGGER jobs_notify_inserted")
             drift = mig.inspect(conn, files).drift
         fn = "function app_private.is_owner_of(regclass)"
         assert any(d.startswith(f"{fn}: its definition changed (sha256 ") for d in drift), drift
-        dequeue = "function worker.fetch(bigint[])"
-        assert f"{dequeue}: search_path pin changed from 'pg_catalog, pg_temp' to not pinned" in drift
+        pending = "function worker.pending(bigint,integer)"
+        assert f"{pending}: search_path pin changed from 'pg_catalog, pg_temp' to not pinned" in drift
         assert (
             "function worker.complete(bigint[],integer[]): grants not from the migrations: PUBLIC:EXECUTE"
             in drift
@@ -322,7 +322,7 @@ def test_security_drift_is_reported_and_fails_the_update(devenv_env):
         assert "trigger jobs_notify_inserted on app.jobs: enabled changed from 'O' to 'D'" in drift
         with pytest.raises(mig.SchemaDriftError) as caught:
             apply(db, REPO_ROOT / "schemas" / "queue")
-        assert f"{dequeue}: search_path pin changed" in caught.value.message
+        assert f"{pending}: search_path pin changed" in caught.value.message
     finally:
         teardown(db)
 

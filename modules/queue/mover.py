@@ -56,11 +56,14 @@ class Mover:
         batch: int = 2000,
         idle_seconds: float = 0.5,
         sweep_seconds: float = 30.0,
+        chores_seconds: float = 0.25,
         lock_ttl_ms: int = 5000,
         name: str | None = None,
     ):
         self.store, self.side = store, side
         self.batch, self.idle_seconds, self.sweep_seconds = batch, idle_seconds, sweep_seconds
+        self.chores_seconds = chores_seconds
+        self._next_chores = 0.0
         self.lock_ttl_ms = lock_ttl_ms
         self.name = name or f"mover:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.stats = MoverStats()
@@ -79,16 +82,25 @@ class Mover:
             self._queues_at = time.monotonic()
         return self._queues
 
+    def _read_cursor(self) -> Cursor:
+        cursor = self.side.cursor()
+        if cursor == Cursor() and self._last_cursor != Cursor():
+            self.stats.rebuilds += 1
+            log.warning("queue cursor missing in Redis: promoting every unfinished job again")
+        return cursor
+
     def promote(self) -> int:
-        """Promote everything committed past the cursor; the number of ids added to ready."""
-        added = 0
+        """Promote everything committed past the cursor; the number of ids added to ready.
+
+        The cursor is kept between calls and checked by the promote script itself (compare and set), so a
+        flushed Redis or a second mover shows as a refused promote and the cursor is read again."""
+        added, recent = 0, None
         while True:
-            cursor = self.side.cursor()
-            if cursor == Cursor() and self._last_cursor != Cursor():
-                self.stats.rebuilds += 1
-                log.warning("queue cursor missing in Redis: promoting every unfinished job again")
-            self._last_cursor = cursor
-            batch = self.store.promotable(cursor, self.batch)
+            cursor = self._cursor if self._cursor is not None else self._read_cursor()
+            batch, rows = self.store.promotable(
+                cursor, self.batch, None if recent is not None else self._early_after
+            )
+            recent = rows if recent is None else recent
             jobs = [
                 (queue, job_id, score(priority, ms))
                 for job_id, queue, priority, ms in zip(
@@ -97,24 +109,22 @@ class Mover:
             ]
             done = self.side.promote(cursor, batch.next, jobs)
             if done < 0:
-                continue  # another mover (or a flush) moved the cursor: read it again
+                self._cursor = None  # another mover (or a flush) moved the cursor: read it again
+                continue
             added += done
-            self._last_cursor = batch.next
+            self._cursor = self._last_cursor = batch.next
             if len(jobs) < self.batch:
                 break
-        # Committed above the horizon: early, without the cursor (see worker.recent).
-        self._early_after = max(self._early_after, self._last_cursor.id)
-        while True:
-            rows = self.store.recent(self._early_after, self.batch)
-            if not rows:
-                break
-            added += self.side.restore([(q, i, score(p, ms)) for i, q, p, ms in rows])
-            self._early_after = rows[-1][0]
-            if len(rows) < self.batch:
-                break
+        # Committed above the horizon (read in the same round trip): early, without the cursor.
+        while recent:
+            added += self.side.restore([(q, i, score(p, ms)) for i, q, p, ms in recent])
+            self._early_after = recent[-1][0]
+            recent = self.store.recent(self._early_after, self.batch) if len(recent) >= self.batch else []
+        self._early_after = max(self._early_after, self._cursor.id)
         self.stats.promoted += added
         return added
 
+    _cursor: Cursor | None = None
     _early_after = 0
 
     _last_cursor = Cursor()
@@ -156,9 +166,16 @@ class Mover:
         return restored
 
     def tick(self) -> None:
-        self.promote_due()
+        """Promote; every ``chores_seconds`` (or when a scheduled job is due) also move due jobs and reap.
+
+        A wake-up by an enqueue thus costs one read and one script before workers see the job."""
+        now = time.monotonic()
+        due = self._next_due is not None and self._next_due <= datetime.now(UTC)
+        if now >= self._next_chores or due:
+            self.promote_due()
+            self.reap()
+            self._next_chores = now + self.chores_seconds
         self.promote()
-        self.reap()
         if time.monotonic() >= self._next_sweep:
             self.sweep()
             self._next_sweep = time.monotonic() + self.sweep_seconds
@@ -172,7 +189,7 @@ class Mover:
         return self._listener
 
     def _sleep(self) -> None:
-        timeout = self.idle_seconds
+        timeout = min(self.idle_seconds, max(0.0, self._next_chores - time.monotonic()))
         if self._next_due is not None:
             timeout = min(timeout, max(0.0, (self._next_due - datetime.now(UTC)).total_seconds()))
         conn = self._listen()

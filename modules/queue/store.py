@@ -21,6 +21,7 @@ from modules.queue.redis_side import Cursor
 _COMPLETE = "SELECT worker.complete(%s, %s)"
 _FAIL = "SELECT id, outcome FROM worker.fail(%s, %s, %s, %s)"
 _FETCH = "SELECT * FROM worker.fetch(%s)"
+_RECENT = "SELECT * FROM worker.recent(%s, %s)"
 
 
 @dataclass(frozen=True)
@@ -85,23 +86,42 @@ class WorkerStore:
 
     # -- the mover
 
-    def promotable(self, after: Cursor, limit: int) -> Promotable:
-        row = self._call(
-            "SELECT ids, queues, priorities, enqueued_ms, next_xid::text, next_id "
-            "FROM worker.promotable(%s::xid8, %s, %s)",
-            [after.xid, after.id, limit],
-        )[0]
-        return Promotable(list(row[0]), list(row[1]), list(row[2]), list(row[3]), Cursor(row[4], int(row[5])))
+    def promotable(
+        self, after: Cursor, limit: int, recent_after: int | None = None
+    ) -> tuple[Promotable, list[tuple[int, str, int, int]]]:
+        """Rows past the cursor below the horizon, and (when ``recent_after`` is given, in the same round
+        trip) committed rows above it with ids past ``recent_after``."""
+        with self._lock:
+            conn = self.connection()
+            try:
+                with conn.pipeline():
+                    cur = conn.cursor().execute(
+                        "SELECT ids, queues, priorities, enqueued_ms, next_xid::text, next_id "
+                        "FROM worker.promotable(%s::xid8, %s, %s)",
+                        [after.xid, after.id, limit],
+                        prepare=True,
+                    )
+                    early = (
+                        conn.cursor().execute(_RECENT, [recent_after, limit], prepare=True)
+                        if recent_after is not None
+                        else None
+                    )
+                row = cur.fetchone()
+                rows = early.fetchall() if early is not None else []
+            except psycopg.OperationalError:
+                conn.close()
+                raise
+        batch = Promotable(
+            list(row[0]), list(row[1]), list(row[2]), list(row[3]), Cursor(row[4], int(row[5]))
+        )
+        return batch, [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]
 
     def promote_due(self, limit: int) -> tuple[int, datetime | None]:
         moved, next_due = self._call("SELECT moved, next_due FROM worker.promote_due(%s)", [limit])[0]
         return int(moved), next_due
 
     def recent(self, after_id: int, limit: int) -> list[tuple[int, str, int, int]]:
-        return [
-            (int(r[0]), r[1], int(r[2]), int(r[3]))
-            for r in self._call("SELECT * FROM worker.recent(%s, %s)", [after_id, limit])
-        ]
+        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._call(_RECENT, [after_id, limit])]
 
     def pending(self, after_id: int, limit: int) -> list[tuple[int, str, int, int]]:
         return [

@@ -64,4 +64,5 @@ bench: devenv-start engine ## Run the benchmarks under bench/ (results in bench/
 	@$(ENV) $(PY) -m bench
 
 clean: down ## Remove the dev state and service data (keeps the engine cache).
+	@$(PY) -c 'from devenv.postgres import PostgresService; PostgresService().discard()'
 	rm -rf .state .devenv

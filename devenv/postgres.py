@@ -8,6 +8,7 @@ machine's default cluster (port 5432) is neither needed nor touched.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -21,6 +22,11 @@ POSTGRES_PORT = 5433
 PG_BIN = Path(os.environ.get("PENGUINMAILS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"
 ADMIN_USER = "postgres"
+# Where the server's files go when the postgres user cannot walk down to the checkout (a clone in a private
+# 0700 folder, as `mktemp -d` makes them): that user's own home, one folder per service folder.
+RELOCATED_ROOT = Path(
+    os.environ.get("PENGUINMAILS_PG_RELOCATED_ROOT", "/var/lib/postgresql/penguinmails-devenv")
+)
 
 # Sized for a shared 2-core machine that also runs the benchmark's few-million-row seed.
 SETTINGS = {
@@ -64,8 +70,27 @@ class PostgresService(Service):
     port = POSTGRES_PORT
 
     @property
+    def server_dir(self) -> Path:
+        """The folder of the server's own files (data, log): the service folder when the postgres user can
+        reach it, else a folder under :data:`RELOCATED_ROOT` keyed by the service folder's path. Folders of
+        the checkout are never opened up to other users for it."""
+        if self._reachable():
+            return self.dir
+        key = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:16]
+        return RELOCATED_ROOT / key
+
+    def _reachable(self) -> bool:
+        # self.dir and .devenv are ours to open (o+x); any folder above them must already be searchable.
+        return all(folder.stat().st_mode & 0o001 for folder in self.dir.resolve().parents[1:])
+
+    @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.server_dir / "data"
+
+    def discard(self) -> None:
+        """Remove the server's files when they were relocated out of the service folder (``make clean``)."""
+        if self.server_dir != self.dir:
+            shutil.rmtree(self.server_dir, ignore_errors=True)
 
     @property
     def pid_file(self) -> Path:
@@ -103,21 +128,21 @@ class PostgresService(Service):
         except KeyError:
             raise DevenvError("the postgres OS user does not exist (install postgresql-15)") from None
         # The server user must be able to walk down to its data directory.
-        for folder in [self.dir, *self.dir.parents]:
-            if folder.stat().st_uid == os.getuid() and not folder.stat().st_mode & 0o001:
-                if folder in (self.dir, self.dir.parent):
+        if self.server_dir == self.dir:
+            for folder in (self.dir, self.dir.parent):
+                if not folder.stat().st_mode & 0o001:
                     folder.chmod(folder.stat().st_mode | 0o011)
-                else:
-                    raise DevenvError(
-                        f"{folder} is not searchable by other users; the postgres user cannot reach "
-                        f"{self.data_dir} (chmod o+x {folder} or set PENGUINMAILS_DEVENV_DIR)"
-                    )
+        else:
+            RELOCATED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.server_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(self.server_dir, account.pw_uid, account.pw_gid)
+            (self.dir / "relocated-to").write_text(f"{self.server_dir}\n")
         return account
 
     def _initdb(self, account: pwd.struct_passwd, password: str) -> None:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(self.data_dir, account.pw_uid, account.pw_gid)
-        pwfile = self.dir / ".initdb-pw"
+        pwfile = self.server_dir / ".initdb-pw"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
         os.chown(pwfile, account.pw_uid, account.pw_gid)
@@ -165,7 +190,7 @@ class PostgresService(Service):
                 )
             self._initdb(account, password)
         self._write_config(account)
-        log = self.dir / "postgres.log"
+        log = self.server_dir / "postgres.log"
         log.touch(exist_ok=True)
         os.chown(log, account.pw_uid, account.pw_gid)
         # A stale pid file from a killed server would make pg_ctl refuse to start.

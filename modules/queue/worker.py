@@ -213,6 +213,13 @@ class QueueWorker:
             store.close()
 
     def start(self) -> None:
+        """Start the threads; a queue that does not exist fails here, not silently in a worker thread."""
+        store = WorkerStore(self.worker_url, application_name="penguinmails-worker-check")
+        try:
+            for queue in self.queues:
+                self._lease(store, queue)
+        finally:
+            store.close()
         self._stop.clear()
         if self.with_mover:
             self.mover = Mover(

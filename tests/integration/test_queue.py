@@ -166,6 +166,14 @@ def test_the_worker_role_reads_no_table_and_tenants_cannot_run_worker_functions(
 # ------------------------------------------------------------------------------------------ semantics
 
 
+def test_a_worker_for_a_queue_that_does_not_exist_fails_at_start(qdb, shared_redis, ns):
+    _, url = shared_redis
+    worker = QueueWorker(_url(qdb, "worker"), url, ns, ["t-order", "no-such-queue"], lambda j: None)
+    with pytest.raises(ValueError, match="queues: no-such-queue do not exist or are inactive"):
+        worker.start()
+    assert worker._threads == []
+
+
 def _mover(db: TierDb, url: str, namespace: str) -> Mover:
     return Mover(WorkerStore(_url(db, "worker")), RedisSide(redis_client(url), namespace), sweep_seconds=0.5)
 

@@ -165,6 +165,7 @@ def private_cluster(prefix: str, port: int | None = None) -> Iterator:
             else:
                 os.environ[key] = value
         service.stop()
+        service.discard()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import pwd
 
+from devenv import postgres as devenv_postgres
 from devenv.postgres import POSTGRES_PORT, PostgresService
 
 
-def test_config_is_loopback_only_scram_and_written_once(tmp_path):
+def test_config_is_loopback_only_scram_and_written_once(tmp_path, monkeypatch):
+    # pytest's tmp folders are private (0700): the server's files are then relocated, here into tmp_path too.
+    monkeypatch.setattr(devenv_postgres, "RELOCATED_ROOT", tmp_path / "relocated")
     service = PostgresService(root=tmp_path)
-    service.data_dir.mkdir()
+    service.data_dir.mkdir(parents=True)
     (service.data_dir / "postgresql.conf").write_text("# initdb's file\n")
     me = pwd.getpwuid(os.getuid())
     service._write_config(me)

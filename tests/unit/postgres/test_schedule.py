@@ -103,8 +103,9 @@ def test_the_shared_file_defines_no_security_definer_and_pins_search_path():
 
 
 def test_the_devenv_preloads_pg_cron_when_it_is_installed(tmp_path, monkeypatch):
+    monkeypatch.setattr(devenv_postgres, "RELOCATED_ROOT", tmp_path / "relocated")  # tmp_path is private
     service = devenv_postgres.PostgresService(root=tmp_path)
-    service.data_dir.mkdir()
+    service.data_dir.mkdir(parents=True)
     (service.data_dir / "postgresql.conf").write_text("# initdb's file\n")
     me = pwd.getpwuid(os.getuid())
     for installed in (True, False):

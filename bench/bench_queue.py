@@ -6,7 +6,8 @@
   processes (batch 10, one of them running the mover) claim, run and complete them all;
 * end to end: the same, with the producers enqueueing while the workers run (enqueue → complete);
 * latency: 4 idle workers; a producer enqueues 1,000 jobs one per transaction, ~200/s; enqueue-to-start is
-  the handler's wall clock minus the job's ``enqueued_at``.
+  the handler's wall clock minus the producer's commit (and minus the job's ``enqueued_at``, its
+  transaction's start).
 
 Processes, not threads, on both sides: Python's GIL would otherwise be what is measured.
 """
@@ -101,16 +102,22 @@ def _enqueue_all(app_url: str, queue: str, total: int) -> float:
     return time.perf_counter() - started
 
 
-def _worker_proc(worker_url, redis_url, namespace, queue, mover, stop, latencies, batch=BATCH) -> None:
+def _worker_proc(worker_url, redis_url, namespace, queue, mover, stop, latencies, batch=BATCH, done=None):
     def handle(job) -> None:
         if latencies is not None:
-            latencies.put((time.time() - job.enqueued_at.timestamp()) * 1000)
+            now = time.time()
+            latencies.put((job.id, now, (now - job.enqueued_at.timestamp()) * 1000))
 
     worker = QueueWorker(
         worker_url, redis_url, namespace, [queue], handle, batch=batch, mover=mover, wait_seconds=0.5
     )
     worker.start()
-    stop.wait()
+    reported = 0
+    while not stop.wait(0.005):  # completions recorded in PostgreSQL, told to the timer without a query
+        if done is not None and worker.stats.completed != reported:
+            with done.get_lock():
+                done.value += worker.stats.completed - reported
+            reported = worker.stats.completed
     worker.stop()
 
 
@@ -123,10 +130,11 @@ def _finished(db, queue: str) -> int:
 
 def _run_workers(db, urls, namespace, queue, workers, total, produce: bool, batch: int = BATCH) -> dict:
     app_url, worker_url, redis_url = urls
-    stop = CTX.Event()
+    stop, done = CTX.Event(), CTX.Value("i", 0)
     procs = [
         CTX.Process(
-            target=_worker_proc, args=(worker_url, redis_url, namespace, queue, i == 0, stop, None, batch)
+            target=_worker_proc,
+            args=(worker_url, redis_url, namespace, queue, i == 0, stop, None, batch, done),
         )
         for i in range(workers)
     ]
@@ -142,8 +150,8 @@ def _run_workers(db, urls, namespace, queue, workers, total, produce: bool, batc
         producer = CTX.Process(target=_enqueue_all, args=(app_url, queue, total))
         producer.start()
     deadline = time.monotonic() + 600
-    while _finished(db, queue) < total and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while done.value < total and time.monotonic() < deadline:  # no count(*) competing with the workers
+        time.sleep(0.002)
     elapsed = time.perf_counter() - started
     stop.set()
     for proc in procs:
@@ -165,6 +173,8 @@ def _run_workers(db, urls, namespace, queue, workers, total, produce: bool, batc
 
 
 def _latency(db, urls, namespace) -> dict[str, object]:
+    """Enqueue → start, from the producer's commit (when the job exists for anyone else) and from its
+    transaction's start (``enqueued_at``, which also counts the producer's own round trips and fsync)."""
     app_url, worker_url, redis_url = urls
     count, stop, samples = 1000, CTX.Event(), CTX.Queue()
     procs = [
@@ -177,26 +187,37 @@ def _latency(db, urls, namespace) -> dict[str, object]:
     for proc in procs:
         proc.start()
     time.sleep(1.0)
+    committed: dict[int, float] = {}
     with psycopg.connect(app_url) as producer:
         for n in range(count):
             with tenant_transaction(producer, TENANTS[n % len(TENANTS)]):
-                enqueue(producer, "bench-latency", [{"n": n}])
+                (job_id,) = enqueue(producer, "bench-latency", [{"n": n}])
+            committed[job_id] = time.time()
             time.sleep(0.005)
-    latencies = [samples.get(timeout=30) for _ in range(count)]
+    started = [samples.get(timeout=30) for _ in range(count)]
     stop.set()
     for proc in procs:
         proc.join(15)
-    ordered = sorted(latencies)
+    from_txn = sorted(ms for _, _, ms in started)
+    from_commit = sorted((at - committed[job_id]) * 1000 for job_id, at, _ in started)
 
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+    def at(values: list[float], q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
 
     return {
         "jobs": count,
-        "p50_ms": at(0.50),
-        "p95_ms": at(0.95),
-        "p99_ms": at(0.99),
-        "max_ms": round(ordered[-1], 2),
+        "from_commit": {
+            "p50_ms": at(from_commit, 0.5),
+            "p95_ms": at(from_commit, 0.95),
+            "p99_ms": at(from_commit, 0.99),
+            "max_ms": round(from_commit[-1], 2),
+        },
+        "from_transaction_start": {
+            "p50_ms": at(from_txn, 0.5),
+            "p95_ms": at(from_txn, 0.95),
+            "p99_ms": at(from_txn, 0.99),
+            "max_ms": round(from_txn[-1], 2),
+        },
     }
 
 

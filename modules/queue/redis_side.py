@@ -4,7 +4,7 @@ Redis holds job *ids* only (payloads stay in PostgreSQL), under one namespace su
 (the braces keep every key of a stack in one cluster slot). Per queue ``q``:
 
 * ``ready:q``   sorted set, id → priority · 10¹² + enqueue time in ms since 2025 (best priority, then FIFO);
-* ``leases:q``  sorted set, id → lease deadline (ms); ``owners:q`` hash, id → the claim's token;
+* ``leases:q``  sorted set, id → lease deadline (ms), which is also the claim's token (see ``_CLAIM``);
 * ``signal:q``  short list the mover pushes to, so idle workers wait in BLPOP instead of polling.
 
 And ``cursor`` (hash: xid, id), how far the mover has promoted PostgreSQL's rows; ``mover`` a lock so one
@@ -59,58 +59,64 @@ for q, _ in pairs(touched) do redis.call('LPUSH', prefix .. 'signal:' .. q, '1')
 return added
 """
 
-# ARGV: prefix, queue, n, deadline_ms, token, then optionally the token and ids of an earlier claim of this
-# queue to release first (finished in PostgreSQL) → the claimed ids, best first.
+# A lease's token is its deadline: ``leases:q`` id → deadline (ms). A later claim of the same job comes after
+# this lease ran out or was lost, so it carries another deadline, and "the score is still the deadline I was
+# given" shows the lease is still this claim's with no second key to keep in step. (Two claims landing on the
+# same millisecond, say across skewed clocks, would at worst let one release the other's lease early: the
+# job then waits for the sweep; PostgreSQL's generation check still decides which completion counts.)
+
+# ARGV: prefix, queue, n, deadline_ms, then optionally the deadline and ids of an earlier claim of this queue
+# to release first (finished in PostgreSQL) → the claimed ids, best first.
 _CLAIM = """
 local prefix, q = ARGV[1], ARGV[2]
-local leases_key, owners_key = prefix .. 'leases:' .. q, prefix .. 'owners:' .. q
-for i = 7, #ARGV do
-  if redis.call('HGET', owners_key, ARGV[i]) == ARGV[6] then
-    redis.call('HDEL', owners_key, ARGV[i])
-    redis.call('ZREM', leases_key, ARGV[i])
+local leases_key = prefix .. 'leases:' .. q
+if #ARGV > 5 then
+  local ids, token, mine = {}, tonumber(ARGV[5]), {}
+  for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local scores = redis.call('ZMSCORE', leases_key, unpack(ids))
+  for i = 1, #ids do
+    if scores[i] and tonumber(scores[i]) == token then mine[#mine + 1] = ids[i] end
   end
+  if #mine > 0 then redis.call('ZREM', leases_key, unpack(mine)) end
 end
 local popped = redis.call('ZPOPMIN', prefix .. 'ready:' .. q, tonumber(ARGV[3]))
 if #popped == 0 then return {} end
-local ids, leases, owners = {}, {}, {}
+local ids, leases = {}, {}
 for i = 1, #popped, 2 do
-  local id = popped[i]
-  ids[#ids + 1] = id
-  leases[#leases + 1] = ARGV[4]; leases[#leases + 1] = id
-  owners[#owners + 1] = id; owners[#owners + 1] = ARGV[5]
+  ids[#ids + 1] = popped[i]
+  leases[#leases + 1] = ARGV[4]; leases[#leases + 1] = popped[i]
 end
 redis.call('ZADD', leases_key, unpack(leases))
-redis.call('HSET', owners_key, unpack(owners))
 return ids
 """
 
-# ARGV: prefix, queue, token, deadline_ms or '' (release), ids… → how many of the ids this token held.
+# ARGV: prefix, queue, token (the lease's deadline), new deadline_ms or '' (release), ids… → the ids this
+# token held (released, or extended to the new deadline, which becomes their token).
 _LEASES = """
-local prefix, q, token, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = 0
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  if redis.call('HGET', prefix .. 'owners:' .. q, id) == token then
-    n = n + 1
-    if deadline == '' then
-      redis.call('HDEL', prefix .. 'owners:' .. q, id)
-      redis.call('ZREM', prefix .. 'leases:' .. q, id)
-    else
-      redis.call('ZADD', prefix .. 'leases:' .. q, 'XX', deadline, id)
-    end
-  end
+local leases_key, token = ARGV[1] .. 'leases:' .. ARGV[2], tonumber(ARGV[3])
+local ids, mine = {}, {}
+for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then return {} end
+local scores = redis.call('ZMSCORE', leases_key, unpack(ids))
+for i = 1, #ids do
+  if scores[i] and tonumber(scores[i]) == token then mine[#mine + 1] = ids[i] end
 end
-return n
+if #mine == 0 then return {} end
+if ARGV[4] == '' then
+  redis.call('ZREM', leases_key, unpack(mine))
+else
+  local args = {}
+  for _, id in ipairs(mine) do args[#args + 1] = ARGV[4]; args[#args + 1] = id end
+  redis.call('ZADD', leases_key, 'XX', unpack(args))
+end
+return mine
 """
 
 # ARGV: prefix, queue, now_ms, n → ids whose lease ran out, taken out of leases (the reaper).
 _EXPIRED = """
-local prefix, q = ARGV[1], ARGV[2]
-local ids = redis.call('ZRANGEBYSCORE', prefix .. 'leases:' .. q, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', prefix .. 'leases:' .. q, id)
-  redis.call('HDEL', prefix .. 'owners:' .. q, id)
-end
+local leases_key = ARGV[1] .. 'leases:' .. ARGV[2]
+local ids = redis.call('ZRANGEBYSCORE', leases_key, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+if #ids > 0 then redis.call('ZREM', leases_key, unpack(ids)) end
 return ids
 """
 
@@ -193,21 +199,24 @@ class RedisSide:
         queue: str,
         limit: int,
         deadline_ms: int,
-        token: str,
-        release: tuple[str, Sequence[int]] | None = None,
+        release: tuple[int, Sequence[int]] | None = None,
     ) -> list[int]:
-        """Claim up to ``limit`` ids; ``release`` = (token, ids) of an earlier claim of this queue that is
-        finished in PostgreSQL, let go first in the same script."""
-        extra: list[str | int] = [release[0], *release[1]] if release and release[1] else []
-        return [int(i) for i in self._claim(args=[self.prefix, queue, limit, deadline_ms, token, *extra])]
+        """Claim up to ``limit`` ids until ``deadline_ms`` (their lease token); ``release`` = (token, ids) of
+        an earlier claim of this queue that is finished in PostgreSQL, let go first in the same script."""
+        extra: list[int] = [release[0], *release[1]] if release and release[1] else []
+        return [int(i) for i in self._claim(args=[self.prefix, queue, limit, deadline_ms, *extra])]
 
-    def release(self, queue: str, token: str, ids: Iterable[int]) -> int:
+    def release(self, queue: str, token: int, ids: Iterable[int]) -> list[int]:
+        """Let go of the ids this claim still holds; the ids it held."""
         ids = list(ids)
-        return int(self._leases(args=[self.prefix, queue, token, "", *ids])) if ids else 0
+        return [int(i) for i in self._leases(args=[self.prefix, queue, token, "", *ids])] if ids else []
 
-    def extend(self, queue: str, token: str, ids: Iterable[int], deadline_ms: int) -> int:
+    def extend(self, queue: str, token: int, ids: Iterable[int], deadline_ms: int) -> list[int]:
+        """Push the leases this claim still holds to ``deadline_ms`` (their new token); the ids extended."""
         ids = list(ids)
-        return int(self._leases(args=[self.prefix, queue, token, deadline_ms, *ids])) if ids else 0
+        if not ids:
+            return []
+        return [int(i) for i in self._leases(args=[self.prefix, queue, token, deadline_ms, *ids])]
 
     def wait(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block until the mover signals one of ``queues`` (True) or the timeout passes (False)."""

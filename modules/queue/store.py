@@ -13,15 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from modules.queue.redis_side import Cursor
 
-_COMPLETE = "SELECT worker.complete(%s, %s)"
+_COMPLETE = "SELECT worker.complete(%s::bigint[], %s::integer[])"
 _FAIL = "SELECT id, outcome FROM worker.fail(%s, %s, %s, %s)"
-_FETCH = "SELECT * FROM worker.fetch(%s)"
+_FETCH = "SELECT * FROM worker.fetch(%s::bigint[])"
 _RECENT = "SELECT * FROM worker.recent(%s, %s)"
+
+
+def int_array(values: Sequence[int]) -> str:
+    """An array literal for a hot-path parameter: psycopg's list dumper costs ~8 µs per element."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class WorkerStore:
             self._conn = psycopg.connect(
                 self.url, autocommit=True, application_name=self.application_name, connect_timeout=5
             )
+            set_json_loads(orjson.loads, self._conn)
         return self._conn
 
     def _call(self, query: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -146,7 +153,7 @@ class WorkerStore:
                     if done:
                         cur_done = conn.cursor().execute(
                             _COMPLETE,
-                            [[j.id for j in done], [j.attempts for j in done]],
+                            [int_array([j.id for j in done]), int_array([j.attempts for j in done])],
                             prepare=True,
                         )
                     if failed:
@@ -161,7 +168,7 @@ class WorkerStore:
                             prepare=True,
                         )
                     if next_ids:
-                        cur_next = conn.cursor().execute(_FETCH, [list(next_ids)], prepare=True)
+                        cur_next = conn.cursor().execute(_FETCH, [int_array(next_ids)], prepare=True)
                 finished = set(cur_done.fetchone()[0]) if cur_done else set()
                 outcomes = {int(r[0]): r[1] for r in cur_failed.fetchall()} if cur_failed else {}
                 rows = cur_next.fetchall() if cur_next else []

@@ -48,7 +48,7 @@ class WorkerStats:
 
 @dataclass
 class _Batch:
-    token: str
+    token: int  # the lease deadline (ms), which is the claim's token in Redis
     ids: list[int]
     done: list[Job] = field(default_factory=list)
     failed: list[tuple[Job, str]] = field(default_factory=list)
@@ -57,7 +57,7 @@ class _Batch:
 @dataclass
 class _Pipeline:
     pending: dict[str, _Batch] = field(default_factory=dict)  # run, not yet recorded in PostgreSQL
-    recorded: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # recorded, lease not released
+    recorded: dict[str, tuple[int, list[int]]] = field(default_factory=dict)  # recorded, lease not released
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -122,14 +122,8 @@ class QueueWorker:
         ran = 0
         for queue in self.queues:
             lease_ms = self._lease(store, queue)
-            token = uuid.uuid4().hex[:16]
-            ids = side.claim(
-                queue,
-                self.batch,
-                int(time.time() * 1000) + lease_ms,
-                token,
-                release=state.recorded.pop(queue, None),
-            )
+            token = int(time.time() * 1000) + lease_ms
+            ids = side.claim(queue, self.batch, token, release=state.recorded.pop(queue, None))
             previous = state.pending.pop(queue, None)
             jobs = self._record(store, previous, ids)
             if previous is not None:
@@ -139,6 +133,7 @@ class QueueWorker:
             self._count(claimed=len(ids), stale=len(ids) - len(jobs))
             batch = _Batch(token, ids)
             for job in jobs:
+                self._keep_lease(side, queue, batch, lease_ms)
                 try:
                     self.handler(job)
                 except Exception as exc:  # the handler's failure is the job's failed attempt
@@ -150,6 +145,14 @@ class QueueWorker:
         if own or ran == 0:
             self.flush(store, side, state)
         return ran
+
+    def _keep_lease(self, side: RedisSide, queue: str, batch: _Batch, lease_ms: int) -> None:
+        """Before each job: once half the lease is gone, push it out by a whole lease (a slow batch)."""
+        now = int(time.time() * 1000)
+        if now < batch.token - lease_ms // 2:
+            return
+        held = side.extend(queue, batch.token, batch.ids, now + lease_ms)
+        batch.token, batch.ids = now + lease_ms, held
 
     def flush(self, store: WorkerStore, side: RedisSide, state: _Pipeline) -> None:
         """Record every batch still pending and let go of every lease (before idling or stopping)."""

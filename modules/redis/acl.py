@@ -22,11 +22,9 @@ QUEUE_COMMANDS = (
     "set",
     "pexpire",
     "del",
-    # The cursor and the lease owners (hashes).
+    # The mover's cursor (a hash).
     "hset",
-    "hget",
     "hmget",
-    "hdel",
     # Wake-up signals: the mover pushes (and trims), idle workers wait in BLPOP instead of polling.
     "lpush",
     "ltrim",
@@ -35,6 +33,7 @@ QUEUE_COMMANDS = (
     "zadd",
     "zrem",
     "zscore",
+    "zmscore",
     "zpopmin",
     "zrangebyscore",
     "zcard",

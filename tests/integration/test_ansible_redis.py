@@ -260,6 +260,7 @@ SAMPLES = [
     ("BLPOP", "{k}:l", "0.01"),
     ("ZADD", "{k}:z", "1", "a", "2", "b"),
     ("ZSCORE", "{k}:z", "a"),
+    ("ZMSCORE", "{k}:z", "a", "b"),
     ("ZCARD", "{k}:z"),
     ("ZRANGEBYSCORE", "{k}:z", "-inf", "+inf"),
     ("ZPOPMIN", "{k}:z"),

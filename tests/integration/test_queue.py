@@ -42,6 +42,7 @@ QUEUES = (
     "('t-retry', 100, 3, '50 milliseconds', '200 milliseconds', '1 minute')",
     "('t-load', 100, 5, '50 milliseconds', '200 milliseconds', '1 minute')",
     "('t-lease', 100, 5, '50 milliseconds', '100 milliseconds', '1500 milliseconds')",
+    "('t-slow', 100, 5, '50 milliseconds', '100 milliseconds', '1500 milliseconds')",
 )
 
 
@@ -424,6 +425,40 @@ def test_a_worker_killed_holding_leases_has_its_jobs_run_again_after_the_lease(q
             r[0] for r in conn.execute("SELECT attempts FROM app.finished_jobs WHERE queue_name = 't-lease'")
         }
     assert errors_logged == [("lease expired",)] and attempts == {1}
+
+
+def test_a_slow_batch_keeps_its_leases_and_a_lost_lease_is_not_released_by_its_old_claim(
+    qdb, shared_redis, ns
+):
+    _, url = shared_redis
+    ids = _enqueue(qdb, TENANT_A, "t-slow", [{"n": i} for i in range(4)])
+    mover = _mover(qdb, url, ns)
+    mover.tick()
+    reaped: list[int] = []
+
+    def handle(job) -> None:
+        time.sleep(0.6)  # four jobs: 2.4 s, past the 1.5 s lease the batch was claimed with
+        reaped.append(mover.reap())  # the reaper runs meanwhile and must find nothing expired
+
+    worker = QueueWorker(_url(qdb, "worker"), url, ns, ["t-slow"], handle, batch=4, mover=False)
+    store, side = WorkerStore(_url(qdb, "worker")), RedisSide(redis_client(url), ns)
+    assert worker.run_once(store, side) == 4
+    assert reaped == [0, 0, 0, 0] and worker.stats.lost == 0 and worker.stats.completed == 4
+    with qdb.connect() as conn:
+        attempts = {
+            r[0] for r in conn.execute("SELECT attempts FROM app.finished_jobs WHERE queue_name = 't-slow'")
+        }
+    assert _finished(qdb, "t-slow") >= set(ids) and attempts == {0}
+    # A claim whose lease ran out and was taken again cannot release or extend the new holder's lease.
+    [job] = _enqueue(qdb, TENANT_A, "t-slow", [{"n": 9}])
+    mover.tick()
+    old = int(time.time() * 1000) + 1
+    assert side.claim("t-slow", 1, old) == [job]
+    newer = old + 60_000
+    side.client.zadd(side.key("leases", "t-slow"), {job: newer})  # as if reaped, retried and claimed again
+    assert side.release("t-slow", old, [job]) == [] and side.extend("t-slow", old, [job], newer + 1) == []
+    assert side.client.zscore(side.key("leases", "t-slow"), job) == newer
+    assert side.release("t-slow", newer, [job]) == [job]
 
 
 @pytest.fixture

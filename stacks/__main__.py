@@ -24,7 +24,10 @@ platform = Platform("penguinmails", config)
 pulumi.export("environment", config.environment)
 pulumi.export("tenants", [tenant.slug for tenant in config.tenants])
 pulumi.export("redis_url", platform.redis_url)
-pulumi.export("redis_queue_user", platform.redis_user.username)
+pulumi.export("redis_queue_user", config.redis.queue_user)
+if platform.redis_host is not None:  # Redis on its own VPS: clients verify its TLS by the stack's CA
+    pulumi.export("redis_ca_certificate", platform.redis_ca_certificate)
+    pulumi.export("redis_host_results", platform.redis_host.host_results)
 # Where the stack's queue keys live in Redis (under the queue user's first key prefix).
 pulumi.export(
     "queue_namespace", namespace_for(config.redis.key_prefixes[0], default_prefix(pulumi.get_stack()))

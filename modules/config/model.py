@@ -216,6 +216,16 @@ class PostgresConfig(Strict):
         return {tier: getattr(self, tier) for tier in TIERS}
 
 
+class RedisVpsConfig(FleetConfig):
+    """The VPS the stack orders for the queue's Redis when ``redis.deploy`` is ``vps``: one node."""
+
+    nodes: int = Field(default=1, ge=1, le=1, description="one Redis host (no cluster)")
+    name_pattern: str = "redis-{index:02d}"
+    firewall_profile: str | None = None
+    maxmemory: str = Field(default="512mb", pattern=r"^[0-9]+([kmg]b)?$")
+    tls_port: int = Field(default=6380, ge=1, le=65535)
+
+
 class RedisConfig(Strict):
     """The Redis used by the queue; the stack manages an ACL user for the workers on it."""
 
@@ -230,6 +240,17 @@ class RedisConfig(Strict):
     # user; vps: a host the stack converges with the redis role (modules/ansible/redis_host.py), whose
     # ACL file holds the queue user.
     deploy: Literal["external", "vps"] = "external"
+    vps: RedisVpsConfig | None = None
+
+    @model_validator(mode="after")
+    def _vps_given_for_vps(self) -> RedisConfig:
+        if self.deploy == "vps" and self.vps is None:
+            raise ValueError(
+                "redis.deploy is vps: describe the host in redis.vps (plan_id, location_id, ssh keys)"
+            )
+        if self.deploy == "external" and self.vps is not None:
+            raise ValueError("redis.vps is only used with redis.deploy: vps")
+        return self
 
     @field_validator("deploy")
     @classmethod

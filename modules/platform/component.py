@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from modules.ansible.mailhosts import MailHosts, converges
+from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
 from modules.hostwinds.fleet import VpsFleet
@@ -16,6 +17,7 @@ from modules.postgres.component import PostgresTier
 from modules.postgres.duties import duties_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
+from modules.secrets.tls import PrivateCa, ServerCertificate
 
 TIER_ROLES = ("migrator", "app", "readonly")
 
@@ -43,22 +45,25 @@ class Platform(pulumi.ComponentResource):
         }
 
         queue_password = GeneratedSecret(f"{name}-redis-queue-password", length=40, opts=child)
-        self.redis_user = RedisUser(
-            f"{name}-redis-queue-user",
-            username=config.redis.queue_user,
-            password=queue_password.result,
-            key_prefixes=config.redis.key_prefixes,
-            opts=child,
-        )
-        scheme = "rediss" if config.redis.tls else "redis"
+        self.redis_user: RedisUser | None = None
+        self.redis_host: RedisHost | None = None
+        self.redis_ca_certificate: pulumi.Output[str] | None = None
+        if config.redis.deploy == "vps":
+            host, port = self._redis_vps(name, config, queue_password.result, child)
+            scheme = "rediss"
+        else:
+            self.redis_user = RedisUser(
+                f"{name}-redis-queue-user",
+                username=config.redis.queue_user,
+                password=queue_password.result,
+                key_prefixes=config.redis.key_prefixes,
+                opts=child,
+            )
+            host, port = config.redis.host, config.redis.port
+            scheme = "rediss" if config.redis.tls else "redis"
         self.redis_url = pulumi.Output.secret(
             pulumi.Output.format(
-                "{0}://{1}:{2}@{3}:{4}/0",
-                scheme,
-                self.redis_user.username,
-                queue_password.result,
-                config.redis.host,
-                config.redis.port,
+                "{0}://{1}:{2}@{3}:{4}/0", scheme, config.redis.queue_user, queue_password.result, host, port
             )
         )
 
@@ -92,3 +97,41 @@ class Platform(pulumi.ComponentResource):
             if tier_config.enabled
         }
         self.register_outputs({"redis_url": self.redis_url})
+
+    def _redis_vps(self, name: str, config: StackConfig, queue_password, child) -> tuple[pulumi.Output, int]:
+        """The queue's Redis on its own VPS: ordered like a fleet node, TLS from the stack's CA (clients
+        verify with the ``redis_ca_certificate`` output), converged with the redis role, whose ACL file
+        holds the queue user (so no RedisUser is declared for it)."""
+        vps = config.redis.vps
+        assert vps is not None  # the config model requires it for deploy: vps
+        fleet = VpsFleet(f"{name}-redis-vps", vps, opts=child)
+        node = fleet.inventory.apply(lambda inventory: inventory[0])
+        ca = PrivateCa(
+            f"{name}-redis-ca", common_name=f"penguinmails {pulumi.get_stack()} redis CA", opts=child
+        )
+        cert = ServerCertificate(
+            f"{name}-redis-cert",
+            ca,
+            dns_names=node.apply(lambda n: [n["fqdn"]] if n.get("fqdn") else []),
+            ip_addresses=node.apply(lambda n: [n["ip"]]),
+            opts=child,
+        )
+        admin = GeneratedSecret(f"{name}-redis-admin-password", length=40, opts=child)
+        dev = config.environment == "dev"
+        self.redis_host = RedisHost(
+            f"{name}-redis",
+            host=node,
+            admin_password=admin.result,
+            queue_user=config.redis.queue_user,
+            queue_password=queue_password,
+            key_prefixes=config.redis.key_prefixes,
+            tls_certificate=cert.cert_pem,
+            tls_private_key=cert.key_pem,
+            tls_ca_certificate=ca.cert_pem,
+            tls_port=vps.tls_port,
+            maxmemory=vps.maxmemory,
+            connection={"host_key_checking": "off" if dev else "accept-new"},
+            opts=child,
+        )
+        self.redis_ca_certificate = ca.cert_pem
+        return self.redis_host.address, vps.tls_port

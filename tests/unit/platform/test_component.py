@@ -61,3 +61,77 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
     return pulumi.Output.all(
         platform.redis_url, pulumi.Output.is_secret(platform.redis_url), *passwords
     ).apply(lambda args: check(args[:2]))
+
+
+class VpsMocks(RecordingMocks):
+    """Also answers what the fleet and the certificate resources compute (inventory, PEMs)."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        id_, state = super().new_resource(args)
+        if args.typ.endswith("hostwinds:FleetReady"):
+            state["inventory"] = [
+                {"name": "redis-01", "fqdn": "redis-01.pm.test", "ip": "10.88.7.7", "service_id": 7}
+            ]
+        if args.typ.endswith("secrets:PrivateCa") or args.typ.endswith("secrets:ServerCertificate"):
+            from modules.secrets import tls
+
+            if args.typ.endswith("PrivateCa"):
+                state["cert_pem"], state["key_pem"] = tls.make_ca(tls.CaSpec("unit CA"))
+            else:
+                spec = tls.ServerCertSpec(tuple(args.inputs["dns_names"]), tuple(args.inputs["ip_addresses"]))
+                state["cert_pem"], state["key_pem"] = tls.issue(
+                    spec, args.inputs["ca_cert_pem"], args.inputs["ca_key_pem"]
+                )
+        return id_, state
+
+
+@pytest.fixture
+def vps_mocks():
+    recording = VpsMocks()
+    pulumi.runtime.set_mocks(recording, project="penguinmails", stack="unit", preview=False)
+    return recording
+
+
+@pulumi.runtime.test
+def test_redis_on_a_vps_is_converged_by_the_role_with_a_stack_ca_and_no_separate_acl_user(vps_mocks):
+    from modules.config.loader import validate_config
+    from modules.platform.component import Platform
+
+    config = validate_config(
+        {
+            "redis": {
+                "deploy": "vps",
+                "tls": True,
+                "queue_user": "pm-queue",
+                "vps": {"ssh_key_names": ["ops"], "rdns_domain": "pm.test", "tls_port": 6381},
+            }
+        }
+    )
+    platform = Platform("pm", config)
+
+    def check(args):
+        url, is_secret, ca_pem = args
+        types = [r.typ for r in vps_mocks.resources]
+        assert "pulumi-python:dynamic/redis:User" not in types  # the host's ACL file holds the user
+        playbook = next(r for r in vps_mocks.resources if r.name == "pm-redis-playbook")
+        assert playbook.inputs["playbook"] == "redis.yml"
+        assert [h["ip"] for h in playbook.inputs["hosts"]] == ["10.88.7.7"]
+        secret_vars = playbook.inputs["secret_vars"]
+        secret_vars = secret_vars.get("value", secret_vars)  # a secret input arrives wrapped
+        users = secret_vars["redis_acl_users"]
+        assert [u["name"] for u in users] == ["pm-queue"] and "+flushall" not in users[0]["rules"]
+        cert = next(r for r in vps_mocks.resources if r.name == "pm-redis-cert")
+        assert cert.inputs["dns_names"] == ["redis-01.pm.test"] and cert.inputs["ip_addresses"] == [
+            "10.88.7.7"
+        ]
+        assert playbook.inputs["vars"]["redis_tls_ca_certificate"] == ca_pem
+        assert url == "rediss://pm-queue:generated-pm-redis-queue-password@10.88.7.7:6381/0"
+        assert is_secret is True
+
+    # Wait for the playbook itself too (resources register asynchronously).
+    return pulumi.Output.all(
+        platform.redis_url,
+        pulumi.Output.is_secret(platform.redis_url),
+        platform.redis_ca_certificate,
+        platform.redis_host.playbook.id,
+    ).apply(lambda args: check(args[:3]))

@@ -168,14 +168,16 @@ class Mover:
     def tick(self) -> None:
         """Promote; every ``chores_seconds`` (or when a scheduled job is due) also move due jobs and reap.
 
-        A wake-up by an enqueue thus costs one read and one script before workers see the job."""
+        A wake-up by an enqueue thus costs one read and one script before workers see the job (the lock is
+        renewed on its own clock, a fifth of its lifetime)."""
+        self.promote()  # first: a wake-up by an enqueue does not wait for the chores
         now = time.monotonic()
         due = self._next_due is not None and self._next_due <= datetime.now(UTC)
         if now >= self._next_chores or due:
-            self.promote_due()
+            if self.promote_due():
+                self.promote()
             self.reap()
             self._next_chores = now + self.chores_seconds
-        self.promote()
         if time.monotonic() >= self._next_sweep:
             self.sweep()
             self._next_sweep = time.monotonic() + self.sweep_seconds
@@ -200,15 +202,20 @@ class Mover:
     def run(self, stop: threading.Event) -> None:
         """Tick while holding the mover lock; back off and retry on Redis or PostgreSQL outages."""
         backoff = 0.1
+        renewed = 0.0
         while not stop.is_set():
             try:
-                if not self.side.hold_mover_lock(self.name, self.lock_ttl_ms):
-                    stop.wait(self.lock_ttl_ms / 5000)
-                    continue
+                if time.monotonic() - renewed >= self.lock_ttl_ms / 5000:
+                    if not self.side.hold_mover_lock(self.name, self.lock_ttl_ms):
+                        renewed = 0.0
+                        stop.wait(self.lock_ttl_ms / 5000)
+                        continue
+                    renewed = time.monotonic()
                 self.tick()
                 backoff = 0.1
                 self._sleep()
             except (redis.RedisError, psycopg.Error, OSError) as exc:
+                renewed = 0.0  # look at the lock again before the next tick
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("queue mover: %s (retrying in %.1f s)", self.stats.last_error, backoff)

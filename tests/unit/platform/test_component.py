@@ -21,11 +21,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}
 
 
-@pytest.fixture
-def mocks():
-    recording = RecordingMocks()
+def _installed(recording: RecordingMocks) -> RecordingMocks:
     pulumi.runtime.set_mocks(recording, project="penguinmails", stack="unit", preview=False)
     return recording
+
+
+@pytest.fixture
+def mocks():
+    return _installed(RecordingMocks())
 
 
 @pulumi.runtime.test
@@ -87,9 +90,7 @@ class VpsMocks(RecordingMocks):
 
 @pytest.fixture
 def vps_mocks():
-    recording = VpsMocks()
-    pulumi.runtime.set_mocks(recording, project="penguinmails", stack="unit", preview=False)
-    return recording
+    return _installed(VpsMocks())
 
 
 @pulumi.runtime.test

@@ -125,10 +125,10 @@ def _check_txt_value(
         # RFC 7489 7.1: the report receiver's consent to take reports for another domain.
         return [] if dmarc.is_dmarc(value) else ["an external report authorisation must start with v=DMARC1"]
     if kind == "DMARC":
-        problems = (
-            [] if name.startswith("_dmarc.") else ["a DMARC record must be published at _dmarc.<domain>"]
-        )
-        return problems + dmarc.parse_dmarc(value)[1]
+        if not name.startswith("_dmarc."):
+            return ["a DMARC record must be published at _dmarc.<domain>", *dmarc.parse_dmarc(value)[1]]
+        tags, problems = dmarc.parse_dmarc(value)
+        return problems + report_problems(name.removeprefix("_dmarc."), tags, lookup)
     if kind == "DKIM":
         problems = (
             []
@@ -143,8 +143,32 @@ def _check_txt_value(
         problems = (
             [] if name.startswith("_smtp._tls.") else ["a TLS-RPT record must be at _smtp._tls.<domain>"]
         )
-        return problems + mailauth.validate_tls_rpt_txt(value)
+        problems += mailauth.validate_tls_rpt_txt(value)
+        rua = next((t.split("=", 1)[1] for t in map(str.strip, value.split(";")) if t.startswith("rua=")), "")
+        return problems + report_problems(name.removeprefix("_smtp._tls."), {"rua": rua}, lookup, "TLS-RPT")
     return []
+
+
+def report_problems(domain: str, tags: dict[str, str], lookup: Lookup, kind: str = "DMARC") -> list[str]:
+    """Report addresses must be deliverable (MX, else an address record: RFC 5321 5.1) and, for DMARC
+    reports to another organization, authorised by ``<domain>._report._dmarc.<destination>``."""
+    problems = []
+    for name in ("rua", "ruf"):
+        for address in dmarc.report_addresses(tags, [name]):
+            destination = address.rsplit("@", 1)[1].lower().rstrip(".")
+            if not any(lookup(destination, rdtype).ok for rdtype in ("MX", "A", "AAAA")):
+                problems.append(
+                    f"{name} mailto:{address}: {destination} has no MX (nor A/AAAA) record, "
+                    "so reports cannot be delivered"
+                )
+            elif kind == "DMARC" and dmarc.needs_authorization(domain, destination):
+                auth = dmarc.authorization_name(domain, destination)
+                if not any(dmarc.is_dmarc(v) for v in lookup(auth, "TXT").values):
+                    problems.append(
+                        f"{name} mailto:{address}: {destination} has not authorised reports for {domain} "
+                        f"({auth} TXT v=DMARC1 is missing)"
+                    )
+    return problems
 
 
 def check_ptr(records: list[Record]) -> list[str]:

@@ -8,8 +8,8 @@ from modules.dns.dmarc import build_dmarc, parse_dmarc, report_domains
 
 
 def test_generated_record_is_valid_and_leaves_defaults_out():
-    text = build_dmarc("quarantine", ["mailto:d@reports.test"], [], pct=10, adkim="s")
-    assert text == "v=DMARC1; p=quarantine; adkim=s; pct=10; rua=mailto:d@reports.test"
+    text = build_dmarc("quarantine", ["mailto:d@reports.test"], [], adkim="s", testing=True)
+    assert text == "v=DMARC1; p=quarantine; adkim=s; t=y; rua=mailto:d@reports.test"
     tags, errors = parse_dmarc(text)
     assert errors == [] and tags["p"] == "quarantine"
     assert report_domains(tags) == ["reports.test"]

@@ -38,6 +38,7 @@ def stack(**overrides):
                 ],
             }
         ],
+        "mail": {"reports": {"domain": "penguinmails.test"}},
     }
     values.update(overrides)
     return validate_config(values)
@@ -63,7 +64,9 @@ def test_every_mail_record_is_generated_for_a_sending_domain():
     )
     assert records[("_mta-sts.acme.test", "TXT")].values[0].startswith("v=STSv1; id=")
     assert records[("mta-sts.acme.test", "CNAME")].values == ("mail.acme.test.",)
-    assert records[("_smtp._tls.acme.test", "TXT")].values == ("v=TLSRPTv1; rua=mailto:tlsrpt@acme.test",)
+    assert records[("_smtp._tls.acme.test", "TXT")].values == (
+        "v=TLSRPTv1; rua=mailto:tlsrpt@penguinmails.test",
+    )
     # Reports go to another domain we host: its consent record is published there.
     assert ("acme.test._report._dmarc.penguinmails.test", "TXT") in records
     assert all(record.ttl == 600 for record in records.values())

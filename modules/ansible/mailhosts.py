@@ -4,7 +4,9 @@ The stack's config decides the flavor (``mail.flavor``: native roles or MailU, o
 which node sends for which tenant domain (``sending_node``), the warm-up stage and TLS floor. The fleet's
 inventory output (ready nodes with IPs) and the DNS component's DKIM keys (secret; the selectors resolve
 only once the records are published) feed one :class:`AnsiblePlaybook`, so hosts never sign with a key
-that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password.
+that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password, and every
+report address the DNS publishes in a domain of ours (``mail.reports``, ``tlsrpt@<domain>``) a mailbox
+on the node that receives that domain's mail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pulumi
 
 from modules.ansible.resources import AnsiblePlaybook
 from modules.config.model import StackConfig
+from modules.dns import generate
 from modules.secrets.resources import GeneratedSecret
 
 # What a dev host (a podman container) cannot do: load nftables rules (no CAP_NET_ADMIN), set the clock
@@ -46,9 +49,25 @@ def domains_by_node(config: StackConfig) -> dict[str, list[str]]:
     return {name: sorted(domains) for name, domains in found.items()}
 
 
+def receiving_domains_by_node(config: StackConfig) -> dict[str, list[str]]:
+    """Fleet node name → every domain whose mail it takes: the ones it sends for and the report domain."""
+    names = config.fleet.node_names()
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for domain, index in generate.mail_nodes(config).items():
+        if 1 <= index <= len(names):
+            found[names[index - 1]].add(domain)
+    return {name: sorted(domains) for name, domains in found.items()}
+
+
+def report_mailbox_addresses(config: StackConfig) -> list[str]:
+    """The report mailboxes (DMARC rua/ruf, TLS-RPT) the stack creates, so published addresses deliver."""
+    return sorted({a for addresses in generate.report_mailboxes(config).values() for a in addresses})
+
+
 def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per host: its domains, and one sending IP (its own) whose transport carries them."""
     by_node = domains_by_node(config)
+    receiving = receiving_domains_by_node(config)
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -69,6 +88,9 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
             "opendkim_domains": domains,
             "dovecot_domains": domains,
         }
+        if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
+            host_vars[name]["postfix_virtual_domains"] = receiving[name]
+            host_vars[name]["dovecot_domains"] = receiving[name]
     return host_vars
 
 
@@ -119,11 +141,23 @@ class MailHosts(pulumi.ComponentResource):
                 domain.name: GeneratedSecret(f"{name}-postmaster-{domain.name}", length=32, opts=child).result
                 for _, domain in config.sending_domains()
             }
-            users = pulumi.Output.all(**postmasters).apply(
-                lambda passwords: [
-                    {"address": f"postmaster@{domain}", "password": password}
-                    for domain, password in sorted(passwords.items())
-                ]
+            reports = {
+                address: GeneratedSecret(
+                    f"{name}-report-{address.replace('@', '-at-')}", length=32, opts=child
+                ).result
+                for address in report_mailbox_addresses(config)
+            }
+            users = pulumi.Output.all(postmasters, reports).apply(
+                lambda passwords: (
+                    [
+                        {"address": f"postmaster@{domain}", "password": password}
+                        for domain, password in sorted(passwords[0].items())
+                    ]
+                    + [
+                        {"address": address, "password": password}
+                        for address, password in sorted(passwords[1].items())
+                    ]
+                )
             )
             keys: pulumi.Input[list] = []
             if mail_dns is not None:

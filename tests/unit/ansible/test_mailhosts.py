@@ -14,7 +14,7 @@ INVENTORY = [
 ]
 
 
-def _config(flavor: str = "native", environment: str = "dev") -> StackConfig:
+def _config(flavor: str = "native", environment: str = "dev", **mail) -> StackConfig:
     return StackConfig.model_validate(
         {
             "environment": environment,
@@ -25,7 +25,7 @@ def _config(flavor: str = "native", environment: str = "dev") -> StackConfig:
                 {"slug": "bolt", "domains": [{"name": "bolt.example.net", "sending_node": 2}]},
                 {"slug": "cove", "domains": [{"name": "cove.example.net", "sending_node": 1}]},
             ],
-            "mail": {"flavor": flavor, "warmup_stage": 4, "tls_min_version": "TLSv1.3"},
+            "mail": {"flavor": flavor, "warmup_stage": 4, "tls_min_version": "TLSv1.3", **mail},
         }
     )
 
@@ -50,6 +50,21 @@ def test_native_host_vars_bind_each_domain_to_its_node_ip():
     ]
     assert first["opendkim_domains"] == first["dovecot_domains"] == first["postfix_virtual_domains"]
     assert host_vars["mx-02"]["opendkim_domains"] == ["bolt.example.net"]
+
+
+def test_the_report_node_receives_the_report_domain_without_signing_for_it():
+    config = _config(reports={"domain": "example.net"})
+    assert mailhosts.report_mailbox_addresses(config) == [
+        "dmarc-reports@example.net",
+        "tlsrpt@example.net",
+    ]
+    host_vars = mailhosts.plan_host_vars(config, INVENTORY)
+    first = host_vars["mx-01"]
+    assert first["postfix_virtual_domains"] == ["acme.example.net", "cove.example.net", "example.net"]
+    assert first["dovecot_domains"] == first["postfix_virtual_domains"]
+    assert first["opendkim_domains"] == ["acme.example.net", "cove.example.net"]
+    assert first["postfix_sending_ips"][0]["domains"] == ["acme.example.net", "cove.example.net"]
+    assert host_vars["mx-02"]["postfix_virtual_domains"] == ["bolt.example.net"]
 
 
 def test_mailu_host_vars_bind_the_published_ports():
@@ -119,9 +134,13 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
             "postmaster@acme.example.net",
             "postmaster@bolt.example.net",
             "postmaster@cove.example.net",
+            # TLS-RPT's default address is made a real mailbox on the domain's node.
+            "tlsrpt@acme.example.net",
+            "tlsrpt@bolt.example.net",
+            "tlsrpt@cove.example.net",
         ]
         secrets = [a for a in mocks.created if a.typ.endswith("GeneratedSecret")]
-        assert len(secrets) == 3
+        assert len(secrets) == 6
 
     return hosts.playbook.urn.apply(check)
 

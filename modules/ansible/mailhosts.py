@@ -73,7 +73,7 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
         name = node["name"]
         domains = by_node.get(name, [])
         if config.mail.flavor == "mailu":
-            host_vars[name] = {"mailu_bind_address": node["ip"]}
+            host_vars[name] = {"mailu_bind_address": node["ip"], "mailu_domains": receiving.get(name, [])}
             continue
         host_vars[name] = {
             "postfix_virtual_domains": domains,
@@ -97,7 +97,13 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
 def playbook_vars(config: StackConfig) -> dict[str, Any]:
     mail = config.mail
     if mail.flavor == "mailu":
-        return {"mailu_message_size_limit": mail.message_size_limit_mb * 1024 * 1024}
+        selectors = {domain.dkim_selector for _, domain in config.sending_domains()}
+        return {
+            "mailu_message_size_limit": mail.message_size_limit_mb * 1024 * 1024,
+            # MailU signs every domain with one selector: the one the DNS publishes (the config
+            # refuses a MailU stack whose domains use different ones).
+            **({"mailu_dkim_selector": selectors.pop()} if len(selectors) == 1 else {}),
+        }
     return {
         "postfix_warmup_stage": mail.warmup_stage,
         "postfix_tls_min_version": mail.tls_min_version,
@@ -131,39 +137,45 @@ class MailHosts(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         hosts = pulumi.Output.from_input(inventory)
         flavor = config.mail.flavor
+        # Both flavors get the same mailboxes and the DNS component's DKIM keys.
+        postmasters = {
+            domain.name: GeneratedSecret(f"{name}-postmaster-{domain.name}", length=32, opts=child).result
+            for _, domain in config.sending_domains()
+        }
+        reports = {
+            address: GeneratedSecret(
+                f"{name}-report-{address.replace('@', '-at-')}", length=32, opts=child
+            ).result
+            for address in report_mailbox_addresses(config)
+        }
+        users = pulumi.Output.all(postmasters, reports).apply(
+            lambda passwords: (
+                [
+                    {"address": f"postmaster@{domain}", "password": password}
+                    for domain, password in sorted(passwords[0].items())
+                ]
+                + [
+                    {"address": address, "password": password}
+                    for address, password in sorted(passwords[1].items())
+                ]
+            )
+        )
+        keys: pulumi.Input[list] = []
+        if mail_dns is not None:
+            keys = pulumi.Output.all(mail_dns.dkim_private_keys, mail_dns.dkim_selectors).apply(
+                lambda values: signing_keys(values[0], values[1])
+            )
         if flavor == "mailu":
+            # The same keys the DNS publishes, imported into MailU with its config-import.
             key = GeneratedSecret(f"{name}-mailu-secret-key", length=32, alphabet="alnum", opts=child)
-            secret_vars: pulumi.Input[dict[str, Any]] = pulumi.Output.all(key.result).apply(
-                lambda values: {"mailu_secret_key": values[0]}
+            secret_vars: pulumi.Input[dict[str, Any]] = pulumi.Output.all(key.result, users, keys).apply(
+                lambda values: {
+                    "mailu_secret_key": values[0],
+                    "mailu_users": values[1],
+                    "mailu_dkim_keys": values[2],
+                }
             )
         else:
-            postmasters = {
-                domain.name: GeneratedSecret(f"{name}-postmaster-{domain.name}", length=32, opts=child).result
-                for _, domain in config.sending_domains()
-            }
-            reports = {
-                address: GeneratedSecret(
-                    f"{name}-report-{address.replace('@', '-at-')}", length=32, opts=child
-                ).result
-                for address in report_mailbox_addresses(config)
-            }
-            users = pulumi.Output.all(postmasters, reports).apply(
-                lambda passwords: (
-                    [
-                        {"address": f"postmaster@{domain}", "password": password}
-                        for domain, password in sorted(passwords[0].items())
-                    ]
-                    + [
-                        {"address": address, "password": password}
-                        for address, password in sorted(passwords[1].items())
-                    ]
-                )
-            )
-            keys: pulumi.Input[list] = []
-            if mail_dns is not None:
-                keys = pulumi.Output.all(mail_dns.dkim_private_keys, mail_dns.dkim_selectors).apply(
-                    lambda values: signing_keys(values[0], values[1])
-                )
             secret_vars = pulumi.Output.all(users, keys).apply(
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )

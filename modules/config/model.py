@@ -543,6 +543,12 @@ class StackConfig(Strict):
                         f" does not exist (fleet.nodes is {self.fleet.nodes})"
                     )
         reasons += _reports_reasons(self)
+        selectors = sorted({domain.dkim_selector for _, domain in self.sending_domains()})
+        if self.mail.flavor == "mailu" and len(selectors) > 1:
+            reasons.append(
+                f"tenants: MailU signs every domain with one DKIM selector, but the domains use "
+                f"{', '.join(selectors)}; give them the same dkim_selector or use mail.flavor native"
+            )
         if self.environment == "production":
             for tier, cfg in self.postgres.tiers().items():
                 if cfg.mode == "local":

@@ -69,7 +69,8 @@ def test_the_report_node_receives_the_report_domain_without_signing_for_it():
 
 def test_mailu_host_vars_bind_the_published_ports():
     assert mailhosts.plan_host_vars(_config("mailu"), INVENTORY)["mx-02"] == {
-        "mailu_bind_address": "203.0.113.11"
+        "mailu_bind_address": "203.0.113.11",
+        "mailu_domains": ["bolt.example.net"],
     }
 
 
@@ -143,6 +144,59 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
         assert len(secrets) == 6
 
     return hosts.playbook.urn.apply(check)
+
+
+class _FakeMailDns:
+    """What MailHosts reads from MailDns: the private keys (secret) and the published selectors."""
+
+    dkim_private_keys = pulumi.Output.secret(
+        {"acme.example.net": {"pm1": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n"}}
+    )
+    dkim_selectors = pulumi.Output.from_input({"acme.example.net": "pm1"})
+
+
+@pulumi.runtime.test
+def test_mailu_gets_the_published_dkim_key_and_selector_and_the_report_mailboxes(mocks):
+    config = _config("mailu", reports={"domain": "example.net"})
+    assert mailhosts.playbook_vars(config)["mailu_dkim_selector"] == "pm1"
+    hosts = mailhosts.MailHosts("pm-mail", config, INVENTORY, mail_dns=_FakeMailDns())
+
+    def check(_):
+        inputs = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook").inputs
+        assert inputs["playbook"] == "mailu.yml"
+        assert inputs["host_vars"]["mx-01"]["mailu_domains"] == [
+            "acme.example.net",
+            "cove.example.net",
+            "example.net",
+        ]
+        secret = inputs["secret_vars"]["value"]
+        assert secret["mailu_dkim_keys"] == [
+            {
+                "domain": "acme.example.net",
+                "selector": "pm1",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n",
+            }
+        ]
+        addresses = [u["address"] for u in secret["mailu_users"]]
+        assert "dmarc-reports@example.net" in addresses and "tlsrpt@example.net" in addresses
+        assert secret["mailu_secret_key"] == "generated-pm-mail-mailu-secret-key"  # the mocks' value
+
+    return hosts.playbook.urn.apply(check)
+
+
+def test_a_mailu_stack_whose_domains_use_different_selectors_is_refused():
+    with pytest.raises(ValueError, match="MailU signs every domain with one DKIM selector"):
+        StackConfig.model_validate(
+            {
+                "fleet": {"nodes": 1},
+                "dns": {"zones": [{"name": "example.net"}]},
+                "tenants": [
+                    {"slug": "acme", "domains": [{"name": "a.example.net", "dkim_selector": "pm1"}]},
+                    {"slug": "bolt", "domains": [{"name": "b.example.net", "dkim_selector": "gx1"}]},
+                ],
+                "mail": {"flavor": "mailu"},
+            }
+        )
 
 
 @pulumi.runtime.test

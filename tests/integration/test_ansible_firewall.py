@@ -104,10 +104,14 @@ def test_reloading_the_rules_leaves_the_container_runtimes_tables_alone(firewall
     (what the handler runs) must neither remove them nor pile up copies of our table."""
     name = firewalled["name"]
     runtime = (
-        "table ip runtime-nat { chain POSTROUTING { type nat hook postrouting priority srcnat; policy accept;"
-        " ip saddr 192.168.203.0/24 masquerade } }"
+        "table ip runtime-nat {\n  chain POSTROUTING {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        "    ip saddr 192.168.203.0/24 masquerade\n  }\n}\n"
     )
-    _podman("exec", name, "nft", runtime)
+    subprocess.run(
+        ["podman", "exec", "-i", name, "nft", "-f", "/dev/stdin"],
+        input=runtime, check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     try:
         for _ in range(2):
             _podman("exec", name, "/usr/sbin/nft", "-f", "/etc/nftables.conf")

@@ -70,7 +70,7 @@ def published(tmp_path_factory):
         for key, value in env.items():
             mp.setenv(key, value)
         try:
-            # The outside receiver publishes first: the provider refuses a record whose reports go nowhere.
+            # The outside receiver has published its MX and consent before the stack names it.
             out_of_band(
                 bind,
                 "reports.example",

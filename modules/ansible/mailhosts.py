@@ -4,7 +4,9 @@ The stack's config decides the flavor (``mail.flavor``: native roles or MailU, o
 which node sends for which tenant domain (``sending_node``), the warm-up stage and TLS floor. The fleet's
 inventory output (ready nodes with IPs) and the DNS component's DKIM keys (secret; the selectors resolve
 only once the records are published) feed one :class:`AnsiblePlaybook`, so hosts never sign with a key
-that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password.
+that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password, and every
+report address the DNS publishes in a domain of ours (``mail.reports``, ``tlsrpt@<domain>``) a mailbox
+on the node that receives that domain's mail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pulumi
 
 from modules.ansible.resources import AnsiblePlaybook
 from modules.config.model import StackConfig
+from modules.dns import generate
 from modules.secrets.resources import GeneratedSecret
 
 # What a dev host (a podman container) cannot do: load nftables rules (no CAP_NET_ADMIN), set the clock
@@ -46,15 +49,31 @@ def domains_by_node(config: StackConfig) -> dict[str, list[str]]:
     return {name: sorted(domains) for name, domains in found.items()}
 
 
+def receiving_domains_by_node(config: StackConfig) -> dict[str, list[str]]:
+    """Fleet node name → every domain whose mail it takes: the ones it sends for and the report domain."""
+    names = config.fleet.node_names()
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for domain, index in generate.mail_nodes(config).items():
+        if 1 <= index <= len(names):
+            found[names[index - 1]].add(domain)
+    return {name: sorted(domains) for name, domains in found.items()}
+
+
+def report_mailbox_addresses(config: StackConfig) -> list[str]:
+    """The report mailboxes (DMARC rua/ruf, TLS-RPT) the stack creates, so published addresses deliver."""
+    return sorted({a for addresses in generate.report_mailboxes(config).values() for a in addresses})
+
+
 def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per host: its domains, and one sending IP (its own) whose transport carries them."""
     by_node = domains_by_node(config)
+    receiving = receiving_domains_by_node(config)
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
         domains = by_node.get(name, [])
         if config.mail.flavor == "mailu":
-            host_vars[name] = {"mailu_bind_address": node["ip"]}
+            host_vars[name] = {"mailu_bind_address": node["ip"], "mailu_domains": receiving.get(name, [])}
             continue
         host_vars[name] = {
             "postfix_virtual_domains": domains,
@@ -69,13 +88,22 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
             "opendkim_domains": domains,
             "dovecot_domains": domains,
         }
+        if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
+            host_vars[name]["postfix_virtual_domains"] = receiving[name]
+            host_vars[name]["dovecot_domains"] = receiving[name]
     return host_vars
 
 
 def playbook_vars(config: StackConfig) -> dict[str, Any]:
     mail = config.mail
     if mail.flavor == "mailu":
-        return {"mailu_message_size_limit": mail.message_size_limit_mb * 1024 * 1024}
+        selectors = {domain.dkim_selector for _, domain in config.sending_domains()}
+        return {
+            "mailu_message_size_limit": mail.message_size_limit_mb * 1024 * 1024,
+            # MailU signs every domain with one selector: the one the DNS publishes (the config
+            # refuses a MailU stack whose domains use different ones).
+            **({"mailu_dkim_selector": selectors.pop()} if len(selectors) == 1 else {}),
+        }
     return {
         "postfix_warmup_stage": mail.warmup_stage,
         "postfix_tls_min_version": mail.tls_min_version,
@@ -109,27 +137,45 @@ class MailHosts(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         hosts = pulumi.Output.from_input(inventory)
         flavor = config.mail.flavor
-        if flavor == "mailu":
-            key = GeneratedSecret(f"{name}-mailu-secret-key", length=32, alphabet="alnum", opts=child)
-            secret_vars: pulumi.Input[dict[str, Any]] = pulumi.Output.all(key.result).apply(
-                lambda values: {"mailu_secret_key": values[0]}
-            )
-        else:
-            postmasters = {
-                domain.name: GeneratedSecret(f"{name}-postmaster-{domain.name}", length=32, opts=child).result
-                for _, domain in config.sending_domains()
-            }
-            users = pulumi.Output.all(**postmasters).apply(
-                lambda passwords: [
+        # Both flavors get the same mailboxes and the DNS component's DKIM keys.
+        postmasters = {
+            domain.name: GeneratedSecret(f"{name}-postmaster-{domain.name}", length=32, opts=child).result
+            for _, domain in config.sending_domains()
+        }
+        reports = {
+            address: GeneratedSecret(
+                f"{name}-report-{address.replace('@', '-at-')}", length=32, opts=child
+            ).result
+            for address in report_mailbox_addresses(config)
+        }
+        users = pulumi.Output.all(postmasters, reports).apply(
+            lambda passwords: (
+                [
                     {"address": f"postmaster@{domain}", "password": password}
-                    for domain, password in sorted(passwords.items())
+                    for domain, password in sorted(passwords[0].items())
+                ]
+                + [
+                    {"address": address, "password": password}
+                    for address, password in sorted(passwords[1].items())
                 ]
             )
-            keys: pulumi.Input[list] = []
-            if mail_dns is not None:
-                keys = pulumi.Output.all(mail_dns.dkim_private_keys, mail_dns.dkim_selectors).apply(
-                    lambda values: signing_keys(values[0], values[1])
-                )
+        )
+        keys: pulumi.Input[list] = []
+        if mail_dns is not None:
+            keys = pulumi.Output.all(mail_dns.dkim_private_keys, mail_dns.dkim_selectors).apply(
+                lambda values: signing_keys(values[0], values[1])
+            )
+        if flavor == "mailu":
+            # The same keys the DNS publishes, imported into MailU with its config-import.
+            key = GeneratedSecret(f"{name}-mailu-secret-key", length=32, alphabet="alnum", opts=child)
+            secret_vars: pulumi.Input[dict[str, Any]] = pulumi.Output.all(key.result, users, keys).apply(
+                lambda values: {
+                    "mailu_secret_key": values[0],
+                    "mailu_users": values[1],
+                    "mailu_dkim_keys": values[2],
+                }
+            )
+        else:
             secret_vars = pulumi.Output.all(users, keys).apply(
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )

@@ -325,13 +325,45 @@ class DnsConfig(Strict):
 
 
 class DmarcConfig(Strict):
+    """A domain's DMARC record (RFC 9989, DMARCbis). ``rua`` empty: aggregate reports go to the stack's
+    report mailbox (``mail.reports``) when one is configured."""
+
     policy: Literal["none", "quarantine", "reject"] = "none"
-    pct: int = Field(default=100, ge=0, le=100)
+    # t=y: receivers treat quarantine/reject one step softer while the policy is being tried out.
+    testing: bool = False
+    # Refused: RFC 9989 removed pct (see _pct_removed); the field only exists to name it in the error.
+    pct: int | None = Field(default=None, exclude=True)
     rua: list[str] = Field(default_factory=list)
     ruf: list[str] = Field(default_factory=list)
     subdomain_policy: Literal["none", "quarantine", "reject"] | None = None
+    # np: the policy for subdomains that do not exist (sp, then p, when absent).
+    np: Literal["none", "quarantine", "reject"] | None = None
+    # psd: y only for a public suffix domain (a registry), which a sending domain never is.
+    psd: Literal["n", "u"] | None = None
     adkim: Literal["r", "s"] = "r"
     aspf: Literal["r", "s"] = "r"
+
+    @field_validator("pct", mode="before")
+    @classmethod
+    def _pct_removed(cls, value: object) -> None:
+        # Refused rather than mapped to t=y: pct=10 asked for the policy on 10% of failing mail, t=y
+        # asks for none of it, so a silent mapping would change what the record means.
+        if value is not None:
+            raise ValueError(
+                "pct was removed in RFC 9989 (DMARCbis) and receivers ignore it; "
+                "remove it and set testing: true (t=y) while trying out a policy"
+            )
+        return None
+
+    @field_validator("psd", mode="before")
+    @classmethod
+    def _psd_not_yes(cls, value: object) -> object:
+        if isinstance(value, str) and value.lower() == "y":
+            raise ValueError(
+                "psd=y declares a public suffix domain (a registry such as a TLD); a sending domain is "
+                "an organizational domain: use n or leave it out"
+            )
+        return value
 
     @field_validator("rua", "ruf")
     @classmethod
@@ -401,6 +433,30 @@ class TenantConfig(Strict):
         return value
 
 
+class ReportsConfig(Strict):
+    """The stack's own report mailboxes: DMARC aggregate (``rua``) and TLS-RPT reports for every domain
+    that names no address of its own land in real mailboxes on one node, which receives mail for
+    ``domain`` (its MX is published, the node's Postfix and Dovecot accept it)."""
+
+    domain: str
+    node: int = Field(default=1, ge=1, description="1-based index of the fleet node holding the mailboxes")
+    dmarc_mailbox: str = Field(default="dmarc-reports", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    tls_rpt_mailbox: str = Field(default="tlsrpt", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_name(cls, value: str) -> str:
+        return _check_hostname(value)
+
+    @property
+    def dmarc_address(self) -> str:
+        return f"{self.dmarc_mailbox}@{self.domain}"
+
+    @property
+    def tls_rpt_address(self) -> str:
+        return f"{self.tls_rpt_mailbox}@{self.domain}"
+
+
 class MailConfig(Strict):
     flavor: Literal["native", "mailu"] = "native"
     hostname_prefix: str = "mail"
@@ -409,9 +465,12 @@ class MailConfig(Strict):
     message_size_limit_mb: int = Field(default=25, ge=1, le=100)
     mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"
     mta_sts_max_age: int = Field(default=604800, ge=86400, le=31557600, description="seconds")
-    tls_rpt_rua: list[str] = Field(default_factory=list, description="default mailto:tlsrpt@<domain>")
+    tls_rpt_rua: list[str] = Field(
+        default_factory=list, description="default: the report mailbox of mail.reports, else tlsrpt@<domain>"
+    )
     dkim_key_bits: int = Field(default=2048, ge=2048, le=4096)
     dkim_rotation_overlap_days: float = Field(default=7, ge=0, le=90)
+    reports: ReportsConfig | None = None
 
 
 def _secret_from_env_key(key: str) -> str:
@@ -437,6 +496,27 @@ def _ci_variable_name(name: str) -> str:
 SecretsFromEnv = dict[
     Annotated[str, AfterValidator(_secret_from_env_key)], Annotated[str, AfterValidator(_ci_variable_name)]
 ]
+
+
+def _reports_reasons(config: StackConfig) -> list[str]:
+    """mail.reports must name a domain we serve and a node that exists (and sends for it, if it sends)."""
+    reports = config.mail.reports
+    if reports is None:
+        return []
+    reasons = []
+    if config.dns.zone_for(reports.domain) is None:
+        reasons.append(f"mail.reports.domain: no zone in dns.zones contains {reports.domain}")
+    if reports.node > config.fleet.nodes:
+        reasons.append(
+            f"mail.reports.node: node {reports.node} does not exist (fleet.nodes is {config.fleet.nodes})"
+        )
+    for _, domain in config.sending_domains():
+        if domain.name == reports.domain and domain.sending_node != reports.node:
+            reasons.append(
+                f"mail.reports.node: {reports.domain} is a sending domain of node {domain.sending_node}, "
+                f"whose MX receives its mail; set mail.reports.node to {domain.sending_node}"
+            )
+    return reasons
 
 
 class StackConfig(Strict):
@@ -483,6 +563,13 @@ class StackConfig(Strict):
                         f"tenants[{tenant.slug}].domains[{domain.name}].sending_node: node {domain.sending_node}"
                         f" does not exist (fleet.nodes is {self.fleet.nodes})"
                     )
+        reasons += _reports_reasons(self)
+        selectors = sorted({domain.dkim_selector for _, domain in self.sending_domains()})
+        if self.mail.flavor == "mailu" and len(selectors) > 1:
+            reasons.append(
+                f"tenants: MailU signs every domain with one DKIM selector, but the domains use "
+                f"{', '.join(selectors)}; give them the same dkim_selector or use mail.flavor native"
+            )
         if self.environment == "production":
             for tier, cfg in self.postgres.tiers().items():
                 if cfg.mode == "local":

@@ -1,10 +1,11 @@
 """The record generator: from the stack config and the fleet's addresses to every zone's records.
 
 For each sending domain: A/AAAA of its mail host, MX, SPF (the sending node's IPs plus configured
-includes), DKIM for the active selector and for replaced selectors still inside their overlap, DMARC
-(plus the RFC 7489 7.1 authorisation record when reports go to another domain we host), MTA-STS
-(``_mta-sts`` TXT and the ``mta-sts`` policy host) and TLS-RPT. For each node: its host name's address
-records and the PTR that confirms it (forward-confirmed reverse DNS); PTRs are also returned on their own
+includes), DKIM for the active selector and for replaced selectors still inside their overlap, DMARC per
+RFC 9989 (plus the authorisation record when reports go to another domain we host), MTA-STS
+(``_mta-sts`` TXT and the ``mta-sts`` policy host) and TLS-RPT; report addresses default to the stack's
+report mailboxes (``mail.reports``, whose domain gets an MX). For each node: its host name's address
+records, an SPF record for it as HELO name, and the PTR that confirms it (forward-confirmed reverse DNS); PTRs are also returned on their own
 because at a hosting provider they go through its rDNS API, not through a zone we serve.
 
 The generator is pure: give it real addresses and keys, or :data:`PLACEHOLDER` values (what
@@ -17,7 +18,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from modules.config.model import StackConfig
+from modules.config.model import SendingDomainConfig, StackConfig
 from modules.dns import dkim, dmarc, mailauth, spf
 from modules.dns.errors import DnsValidationError
 from modules.dns.lookup import Lookup, lookup_for
@@ -87,6 +88,50 @@ def node_hostnames(config: StackConfig) -> dict[int, str]:
     return hostnames
 
 
+HELO_SPF = "v=spf1 a -all"
+
+
+def dmarc_rua(config: StackConfig, domain: SendingDomainConfig) -> list[str]:
+    """The domain's own ``rua``, else the stack's report mailbox (none when neither is configured)."""
+    if domain.dmarc.rua:
+        return list(domain.dmarc.rua)
+    reports = config.mail.reports
+    return [f"mailto:{reports.dmarc_address}"] if reports else []
+
+
+def tls_rpt_rua(config: StackConfig, domain: str) -> list[str]:
+    """``mail.tls_rpt_rua``, else the stack's report mailbox, else ``tlsrpt@<domain>`` (made a mailbox)."""
+    if config.mail.tls_rpt_rua:
+        return list(config.mail.tls_rpt_rua)
+    reports = config.mail.reports
+    return [f"mailto:{reports.tls_rpt_address if reports else f'tlsrpt@{domain}'}"]
+
+
+def mail_nodes(config: StackConfig) -> dict[str, int]:
+    """Each domain whose mail the fleet receives → the node whose MX takes it."""
+    nodes = {domain.name: domain.sending_node for _, domain in config.sending_domains()}
+    if config.mail.reports is not None:
+        nodes.setdefault(config.mail.reports.domain, config.mail.reports.node)
+    return nodes
+
+
+def report_mailboxes(config: StackConfig) -> dict[int, list[str]]:
+    """Node index → the report addresses (DMARC ``rua``/``ruf``, TLS-RPT) in domains it receives mail for.
+
+    These become real mailboxes on that node, so every report address the stack publishes in a domain
+    of its own is deliverable.
+    """
+    receivers = mail_nodes(config)
+    found: dict[int, set[str]] = {}
+    for _, domain in config.sending_domains():
+        uris = [*dmarc_rua(config, domain), *domain.dmarc.ruf, *tls_rpt_rua(config, domain.name)]
+        for uri in uris:
+            address = uri.split("!")[0].removeprefix("mailto:").lower()
+            if "@" in address and address.rsplit("@", 1)[1] in receivers:
+                found.setdefault(receivers[address.rsplit("@", 1)[1]], set()).add(address)
+    return {node: sorted(addresses) for node, addresses in sorted(found.items())}
+
+
 def plan_mail_dns(
     config: StackConfig,
     nodes: Mapping[int, NodeAddresses],
@@ -117,6 +162,10 @@ def plan_mail_dns(
                 add(hostname, "A", [addresses.ipv4])
             if addresses.ipv6:
                 add(hostname, "AAAA", [addresses.ipv6])
+        if zone_for(hostname, zones):
+            # The HELO name gets its own SPF (RFC 7208 2.3): receivers check it for bounces (empty
+            # MAIL FROM) and some for every message; ``a`` authorises exactly the node's addresses.
+            add(hostname, "TXT", [HELO_SPF])
         for ip in addresses.all():
             plan.ptr[ip] = hostname
             reverse = reverse_name(ip)
@@ -158,17 +207,19 @@ def plan_mail_dns(
             add(dkim.dkim_name(selector, d), "TXT", [dkim.dkim_txt(public)], not_after)
         dmarc_value = dmarc.build_dmarc(
             domain.dmarc.policy,
-            domain.dmarc.rua,
+            dmarc_rua(config, domain),
             domain.dmarc.ruf,
-            domain.dmarc.pct,
             domain.dmarc.subdomain_policy,
             domain.dmarc.adkim,
             domain.dmarc.aspf,
+            np=domain.dmarc.np,
+            psd=domain.dmarc.psd,
+            testing=domain.dmarc.testing,
         )
         add(f"_dmarc.{d}", "TXT", [dmarc_value])
         for report_domain in dmarc.report_domains(dmarc.parse_dmarc(dmarc_value)[0]):
-            if report_domain != d and not d.endswith("." + report_domain) and zone_for(report_domain, zones):
-                add(f"{d}._report._dmarc.{report_domain}", "TXT", ["v=DMARC1"])
+            if dmarc.needs_authorization(d, report_domain) and zone_for(report_domain, zones):
+                add(dmarc.authorization_name(d, report_domain), "TXT", ["v=DMARC1"])
         policy = mailauth.mta_sts_policy(config.mail.mta_sts_mode, [host], config.mail.mta_sts_max_age)
         plan.mta_sts_policies[d] = policy
         add(f"_mta-sts.{d}", "TXT", [mailauth.mta_sts_txt(policy)])
@@ -176,7 +227,7 @@ def plan_mail_dns(
         add(
             f"_smtp._tls.{d}",
             "TXT",
-            [mailauth.tls_rpt_txt(config.mail.tls_rpt_rua or [f"mailto:tlsrpt@{d}"])],
+            [mailauth.tls_rpt_txt(tls_rpt_rua(config, d))],
         )
         plan.signing_selectors[d] = domain.dkim_selector
         plan.expectations.append(
@@ -189,6 +240,20 @@ def plan_mail_dns(
                 ptr_host=plan.node_hostnames.get(domain.sending_node),
             )
         )
+
+    reports = config.mail.reports
+    if reports is not None and reports.domain not in {dom.name for _, dom in config.sending_domains()}:
+        # The report domain receives mail on its node: an MX to a mail host of its own.
+        addresses = nodes.get(reports.node)
+        if addresses is None:
+            problems.append(f"mail.reports: no address for node {reports.node}")
+        else:
+            host = f"{config.mail.hostname_prefix}.{reports.domain}"
+            if addresses.ipv4:
+                add(host, "A", [addresses.ipv4])
+            if addresses.ipv6:
+                add(host, "AAAA", [addresses.ipv6])
+            add(reports.domain, "MX", [f"10 {host}."])
 
     for zone in config.dns.zones:
         for extra in zone.records:

@@ -93,7 +93,9 @@ def check_mx(records: list[Record], lookup: Lookup) -> list[str]:
     return reasons
 
 
-def check_txt(records: list[Record], lookup: Lookup, min_dkim_bits: int = dkim.MIN_BITS) -> list[str]:
+def check_txt(
+    records: list[Record], lookup: Lookup, min_dkim_bits: int = dkim.MIN_BITS, check_reports: bool = True
+) -> list[str]:
     reasons = []
     for record in (r for r in records if r.type == "TXT"):
         by_tag: dict[str | None, list[str]] = defaultdict(list)
@@ -109,13 +111,13 @@ def check_txt(records: list[Record], lookup: Lookup, min_dkim_bits: int = dkim.M
             for value in values:
                 reasons += [
                     _reason(record, problem, kind)
-                    for problem in _check_txt_value(record, kind, value, lookup, min_dkim_bits)
+                    for problem in _check_txt_value(record, kind, value, lookup, min_dkim_bits, check_reports)
                 ]
     return reasons
 
 
 def _check_txt_value(
-    record: Record, kind: str | None, value: str, lookup: Lookup, min_bits: int
+    record: Record, kind: str | None, value: str, lookup: Lookup, min_bits: int, check_reports: bool = True
 ) -> list[str]:
     name = record.name
     if kind == "SPF":
@@ -125,10 +127,12 @@ def _check_txt_value(
         # RFC 7489 7.1: the report receiver's consent to take reports for another domain.
         return [] if dmarc.is_dmarc(value) else ["an external report authorisation must start with v=DMARC1"]
     if kind == "DMARC":
-        problems = (
-            [] if name.startswith("_dmarc.") else ["a DMARC record must be published at _dmarc.<domain>"]
-        )
-        return problems + dmarc.parse_dmarc(value)[1]
+        if not name.startswith("_dmarc."):
+            return ["a DMARC record must be published at _dmarc.<domain>", *dmarc.parse_dmarc(value)[1]]
+        tags, problems = dmarc.parse_dmarc(value)
+        if not check_reports:
+            return problems
+        return problems + report_problems(name.removeprefix("_dmarc."), tags, lookup)
     if kind == "DKIM":
         problems = (
             []
@@ -143,8 +147,34 @@ def _check_txt_value(
         problems = (
             [] if name.startswith("_smtp._tls.") else ["a TLS-RPT record must be at _smtp._tls.<domain>"]
         )
-        return problems + mailauth.validate_tls_rpt_txt(value)
+        problems += mailauth.validate_tls_rpt_txt(value)
+        if not check_reports:
+            return problems
+        rua = next((t.split("=", 1)[1] for t in map(str.strip, value.split(";")) if t.startswith("rua=")), "")
+        return problems + report_problems(name.removeprefix("_smtp._tls."), {"rua": rua}, lookup, "TLS-RPT")
     return []
+
+
+def report_problems(domain: str, tags: dict[str, str], lookup: Lookup, kind: str = "DMARC") -> list[str]:
+    """Report addresses must be deliverable (MX, else an address record: RFC 5321 5.1) and, for DMARC
+    reports to another organization, authorised by ``<domain>._report._dmarc.<destination>``."""
+    problems = []
+    for name in ("rua", "ruf"):
+        for address in dmarc.report_addresses(tags, [name]):
+            destination = address.rsplit("@", 1)[1].lower().rstrip(".")
+            if not any(lookup(destination, rdtype).ok for rdtype in ("MX", "A", "AAAA")):
+                problems.append(
+                    f"{name} mailto:{address}: {destination} has no MX (nor A/AAAA) record, "
+                    "so reports cannot be delivered"
+                )
+            elif kind == "DMARC" and dmarc.needs_authorization(domain, destination):
+                auth = dmarc.authorization_name(domain, destination)
+                if not any(dmarc.is_dmarc(v) for v in lookup(auth, "TXT").values):
+                    problems.append(
+                        f"{name} mailto:{address}: {destination} has not authorised reports for {domain} "
+                        f"({auth} TXT v=DMARC1 is missing)"
+                    )
+    return problems
 
 
 def check_ptr(records: list[Record]) -> list[str]:
@@ -162,14 +192,20 @@ def validate_records(
     zones: Iterable[str] = (),
     present: Iterable[tuple[str, str]] = (),
     min_dkim_bits: int = dkim.MIN_BITS,
+    check_reports: bool = True,
 ) -> list[str]:
-    """Every problem of a planned record set; ``lookup`` resolves names the plan does not hold."""
+    """Every problem of a planned record set; ``lookup`` resolves names the plan does not hold.
+
+    ``check_reports=False`` skips the deliverability of report addresses: for one zone's record set,
+    whose report domain may be published by another record set of the same run (the program checks all
+    zones together first, and verification checks the live records).
+    """
     records, zones, present = list(records), list(zones), list(present)
     resolver = CachingLookup(OverlayLookup(planned_lookup(records, present), lookup))
     reasons = check_zone_membership(records, zones)
     reasons += check_cnames(records, zones, present)
     reasons += check_mx(records, resolver)
-    reasons += check_txt(records, resolver, min_dkim_bits)
+    reasons += check_txt(records, resolver, min_dkim_bits, check_reports)
     reasons += check_ptr(records)
     return reasons
 

@@ -4,7 +4,9 @@ Checks per sending domain: SPF (one valid record, within the lookup limits, auth
 DKIM (each expected selector publishes the expected key of 2048+ bits), DMARC (one valid record with the
 expected policy), MX (the mail host, resolving to the sending IP), MTA-STS (a valid ``_mta-sts`` record and
 a policy host that resolves), TLS-RPT (a valid ``_smtp._tls`` record) and PTR (each sending IP's PTR names
-a host whose address records include that IP: forward-confirmed reverse DNS).
+a host whose address records include that IP: forward-confirmed reverse DNS), REPORTS (every DMARC and
+TLS-RPT report address has an MX, and other organizations authorised DMARC reports) and HELO (the node's
+HELO name has SPF for its IPs and forward-confirmed reverse DNS).
 
 This is the library function the CLI's ``dns verify`` will call; it only reads.
 """
@@ -20,7 +22,7 @@ from modules.dns.generate import DomainExpectation
 from modules.dns.lookup import Lookup
 from modules.dns.records import reverse_name
 
-CHECKS = ("SPF", "DKIM", "DMARC", "MX", "MTA-STS", "TLS-RPT", "PTR")
+CHECKS = ("SPF", "DKIM", "DMARC", "MX", "MTA-STS", "TLS-RPT", "PTR", "REPORTS", "HELO")
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,18 @@ def check_dmarc(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
         return CheckResult("DMARC", False, error)
     if len(found) != 1:
         return CheckResult("DMARC", False, f"{name} has {len(found)} DMARC records; exactly one is needed")
-    tags, problems = dmarc.parse_dmarc(found[0])
-    if problems:
-        return CheckResult("DMARC", False, f"{name}: {problems[0]}")
+    parsed = dmarc.check_dmarc(found[0])
+    tags = parsed.tags
+    if parsed.errors:
+        return CheckResult("DMARC", False, f"{name}: {parsed.errors[0]}")
     if tags.get("p", "").lower() != exp.dmarc_policy:
         return CheckResult(
             "DMARC", False, f"{name}: policy is p={tags.get('p')}, expected p={exp.dmarc_policy}"
         )
-    return CheckResult("DMARC", True, f"p={tags['p']}")
+    summary = "; ".join(f"{tag}={tags[tag]}" for tag in ("p", "sp", "np", "t") if tag in tags)
+    if parsed.warnings:  # legacy RFC 7489 tags: receivers ignore them, the record still works
+        summary += "; warning: " + "; ".join(parsed.warnings)
+    return CheckResult("DMARC", True, summary)
 
 
 def _addresses(lookup: Lookup, host: str) -> list[str]:
@@ -184,6 +190,74 @@ def check_ptr(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
     return CheckResult("PTR", True, "; ".join(confirmed))
 
 
+def check_reports(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    """Every published report address (DMARC rua/ruf, TLS-RPT rua) can receive mail, and each DMARC
+    destination in another organization has authorised the reports (RFC 9989)."""
+    tags: dict[str, dict[str, str]] = {}
+    for kind, name, predicate in (
+        ("DMARC", f"_dmarc.{exp.domain}", dmarc.is_dmarc),
+        ("TLS-RPT", f"_smtp._tls.{exp.domain}", lambda v: v.startswith("v=TLSRPTv1")),
+    ):
+        found, error = _txt(lookup, name, predicate)
+        if error:
+            return CheckResult("REPORTS", False, error)
+        if found:
+            parsed = dmarc.check_dmarc(found[0]).tags if kind == "DMARC" else _tls_rpt_tags(found[0])
+            tags[kind] = parsed
+    checked = []
+    for kind, names in (("DMARC", ("rua", "ruf")), ("TLS-RPT", ("rua",))):
+        for name in names:
+            for address in dmarc.report_addresses(tags.get(kind, {}), [name]):
+                destination = address.rsplit("@", 1)[1].lower().rstrip(".")
+                label = f"{kind} {name} mailto:{address}"
+                mx = lookup(destination, "MX")
+                if not mx.ok and not _addresses(lookup, destination):
+                    return CheckResult(
+                        "REPORTS", False, f"{label}: {destination} has no MX (nor A/AAAA) record"
+                    )
+                if kind == "DMARC" and dmarc.needs_authorization(exp.domain, destination):
+                    auth = dmarc.authorization_name(exp.domain, destination)
+                    if not any(dmarc.is_dmarc(v) for v in lookup(auth, "TXT").values):
+                        return CheckResult(
+                            "REPORTS", False, f"{label}: no authorisation record {auth} TXT v=DMARC1"
+                        )
+                checked.append(address)
+    if not checked:
+        return CheckResult("REPORTS", True, "no report addresses published")
+    return CheckResult("REPORTS", True, "deliverable: " + ", ".join(dict.fromkeys(checked)))
+
+
+def _tls_rpt_tags(text: str) -> dict[str, str]:
+    pairs = (piece.strip().partition("=") for piece in text.split(";"))
+    return {name.strip(): value.strip() for name, sep, value in pairs if sep}
+
+
+def check_helo(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+    """The sending node's HELO name has SPF authorising its IPs, resolves to them, and each IP's PTR
+    names it (forward-confirmed reverse DNS)."""
+    helo = exp.ptr_host
+    if not helo:
+        return CheckResult("HELO", False, "no HELO name is expected for this domain's node")
+    found, error = _txt(lookup, helo, spf.is_spf)
+    if error:
+        return CheckResult("HELO", False, error)
+    if len(found) != 1:
+        return CheckResult("HELO", False, f"HELO name {helo} has {len(found)} SPF records; one is needed")
+    addresses = _addresses(lookup, helo)
+    for ip in exp.sending_ips:
+        result = spf.evaluate(helo, ip, lookup)
+        if result.result != "pass":
+            return CheckResult("HELO", False, f"SPF of HELO name {helo} gives {ip} '{result.result}'")
+        if ip not in addresses:
+            return CheckResult("HELO", False, f"HELO name {helo} does not resolve to {ip}")
+        ptr = [v.rstrip(".") for v in (lookup(reverse_name(ip), "PTR").values or ())]
+        if helo not in ptr:
+            return CheckResult(
+                "HELO", False, f"PTR of {ip} is {', '.join(ptr) or 'missing'}, not the HELO name {helo}"
+            )
+    return CheckResult("HELO", True, f"{helo}: {found[0]}; ↔ {', '.join(exp.sending_ips)}")
+
+
 CHECK_FUNCTIONS = {
     "SPF": check_spf,
     "DKIM": check_dkim,
@@ -192,6 +266,8 @@ CHECK_FUNCTIONS = {
     "MTA-STS": check_mta_sts,
     "TLS-RPT": check_tls_rpt,
     "PTR": check_ptr,
+    "REPORTS": check_reports,
+    "HELO": check_helo,
 }
 
 

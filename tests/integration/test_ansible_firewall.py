@@ -90,10 +90,37 @@ def test_firewall_converges_and_second_run_changes_nothing(firewalled):
 
 
 def test_firewall_rules_are_loaded(firewalled):
-    rules = _podman("exec", firewalled["name"], "nft", "list", "ruleset")
+    rules = _podman("exec", firewalled["name"], "nft", "list", "table", "inet", "penguinmails")
     assert "policy drop" in rules
     assert "tcp dport 22 accept" in rules
-    assert "tcp dport { 25, 465, 587, 993 } accept" in rules
+    # A MailU host opens exactly what its compose file publishes, and forwards it to MailU's network.
+    assert "tcp dport { 25, 80, 443, 465, 587, 993 } accept" in rules
+    assert "ct status dnat ip daddr 192.168.203.0/24 accept" in rules
+    assert "ip saddr 192.168.203.0/24 accept" in rules
+
+
+def test_reloading_the_rules_leaves_the_container_runtimes_tables_alone(firewalled):
+    """Docker and podman keep their NAT for published ports in tables of their own: a reload of ours
+    (what the handler runs) must neither remove them nor pile up copies of our table."""
+    name = firewalled["name"]
+    runtime = (
+        "table ip runtime-nat {\n  chain POSTROUTING {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        "    ip saddr 192.168.203.0/24 masquerade\n  }\n}\n"
+    )
+    subprocess.run(
+        ["podman", "exec", "-i", name, "nft", "-f", "/dev/stdin"],
+        input=runtime, check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            _podman("exec", name, "/usr/sbin/nft", "-f", "/etc/nftables.conf")
+        ruleset = _podman("exec", name, "nft", "list", "ruleset")
+        assert "table ip runtime-nat" in ruleset and "masquerade" in ruleset
+        assert ruleset.count("table inet penguinmails") == 1
+        assert ruleset.count("tcp dport 22 accept") == 1
+    finally:
+        _podman("exec", name, "nft", "delete", "table", "ip", "runtime-nat")
 
 
 def test_firewall_lets_ssh_and_mail_ports_in_and_drops_the_rest(firewalled):

@@ -48,6 +48,8 @@ def stack_config(bind, sim, tenants):
             "zones": [{"name": z, "port": bind.port, "tsig_key_name": bind.key_name} for z in ZONES],
         },
         "tenants": tenants,
+        # penguinmails.test takes the DMARC reports (acme's rua): the report mailbox domain gets its MX.
+        "mail": {"reports": {"domain": "penguinmails.test"}},
     }
 
 

@@ -14,7 +14,7 @@ INVENTORY = [
 ]
 
 
-def _config(flavor: str = "native", environment: str = "dev") -> StackConfig:
+def _config(flavor: str = "native", environment: str = "dev", **mail) -> StackConfig:
     return StackConfig.model_validate(
         {
             "environment": environment,
@@ -25,7 +25,7 @@ def _config(flavor: str = "native", environment: str = "dev") -> StackConfig:
                 {"slug": "bolt", "domains": [{"name": "bolt.example.net", "sending_node": 2}]},
                 {"slug": "cove", "domains": [{"name": "cove.example.net", "sending_node": 1}]},
             ],
-            "mail": {"flavor": flavor, "warmup_stage": 4, "tls_min_version": "TLSv1.3"},
+            "mail": {"flavor": flavor, "warmup_stage": 4, "tls_min_version": "TLSv1.3", **mail},
         }
     )
 
@@ -52,9 +52,25 @@ def test_native_host_vars_bind_each_domain_to_its_node_ip():
     assert host_vars["mx-02"]["opendkim_domains"] == ["bolt.example.net"]
 
 
+def test_the_report_node_receives_the_report_domain_without_signing_for_it():
+    config = _config(reports={"domain": "example.net"})
+    assert mailhosts.report_mailbox_addresses(config) == [
+        "dmarc-reports@example.net",
+        "tlsrpt@example.net",
+    ]
+    host_vars = mailhosts.plan_host_vars(config, INVENTORY)
+    first = host_vars["mx-01"]
+    assert first["postfix_virtual_domains"] == ["acme.example.net", "cove.example.net", "example.net"]
+    assert first["dovecot_domains"] == first["postfix_virtual_domains"]
+    assert first["opendkim_domains"] == ["acme.example.net", "cove.example.net"]
+    assert first["postfix_sending_ips"][0]["domains"] == ["acme.example.net", "cove.example.net"]
+    assert host_vars["mx-02"]["postfix_virtual_domains"] == ["bolt.example.net"]
+
+
 def test_mailu_host_vars_bind_the_published_ports():
     assert mailhosts.plan_host_vars(_config("mailu"), INVENTORY)["mx-02"] == {
-        "mailu_bind_address": "203.0.113.11"
+        "mailu_bind_address": "203.0.113.11",
+        "mailu_domains": ["bolt.example.net"],
     }
 
 
@@ -119,11 +135,68 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
             "postmaster@acme.example.net",
             "postmaster@bolt.example.net",
             "postmaster@cove.example.net",
+            # TLS-RPT's default address is made a real mailbox on the domain's node.
+            "tlsrpt@acme.example.net",
+            "tlsrpt@bolt.example.net",
+            "tlsrpt@cove.example.net",
         ]
         secrets = [a for a in mocks.created if a.typ.endswith("GeneratedSecret")]
-        assert len(secrets) == 3
+        assert len(secrets) == 6
 
     return hosts.playbook.urn.apply(check)
+
+
+class _FakeMailDns:
+    """What MailHosts reads from MailDns: the private keys (secret) and the published selectors."""
+
+    dkim_private_keys = pulumi.Output.secret(
+        {"acme.example.net": {"pm1": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n"}}
+    )
+    dkim_selectors = pulumi.Output.from_input({"acme.example.net": "pm1"})
+
+
+@pulumi.runtime.test
+def test_mailu_gets_the_published_dkim_key_and_selector_and_the_report_mailboxes(mocks):
+    config = _config("mailu", reports={"domain": "example.net"})
+    assert mailhosts.playbook_vars(config)["mailu_dkim_selector"] == "pm1"
+    hosts = mailhosts.MailHosts("pm-mail", config, INVENTORY, mail_dns=_FakeMailDns())
+
+    def check(_):
+        inputs = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook").inputs
+        assert inputs["playbook"] == "mailu.yml"
+        assert inputs["host_vars"]["mx-01"]["mailu_domains"] == [
+            "acme.example.net",
+            "cove.example.net",
+            "example.net",
+        ]
+        secret = inputs["secret_vars"]["value"]
+        assert secret["mailu_dkim_keys"] == [
+            {
+                "domain": "acme.example.net",
+                "selector": "pm1",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n",
+            }
+        ]
+        addresses = [u["address"] for u in secret["mailu_users"]]
+        assert "dmarc-reports@example.net" in addresses and "tlsrpt@example.net" in addresses
+        assert secret["mailu_secret_key"] == "generated-pm-mail-mailu-secret-key"  # the mocks' value
+
+    return hosts.playbook.urn.apply(check)
+
+
+def test_a_mailu_stack_whose_domains_use_different_selectors_is_refused():
+    with pytest.raises(ValueError, match="MailU signs every domain with one DKIM selector"):
+        StackConfig.model_validate(
+            {
+                "fleet": {"nodes": 1},
+                "dns": {"zones": [{"name": "example.net"}]},
+                "tenants": [
+                    {"slug": "acme", "domains": [{"name": "a.example.net", "dkim_selector": "pm1"}]},
+                    {"slug": "bolt", "domains": [{"name": "b.example.net", "dkim_selector": "gx1"}]},
+                ],
+                "mail": {"flavor": "mailu"},
+            }
+        )
 
 
 @pulumi.runtime.test

@@ -7,7 +7,7 @@ import pytest
 from modules.config.loader import validate_config
 from modules.dns.dkim import dkim_txt, generate_key
 from modules.dns.errors import DnsValidationError
-from modules.dns.generate import NodeAddresses, check_mail_dns, plan_mail_dns
+from modules.dns.generate import NodeAddresses, check_mail_dns, plan_mail_dns, report_mailboxes
 from modules.dns.lookup import StaticLookup
 from modules.dns.validators import validate_records
 
@@ -38,6 +38,7 @@ def stack(**overrides):
                 ],
             }
         ],
+        "mail": {"reports": {"domain": "penguinmails.test"}},
     }
     values.update(overrides)
     return validate_config(values)
@@ -63,7 +64,9 @@ def test_every_mail_record_is_generated_for_a_sending_domain():
     )
     assert records[("_mta-sts.acme.test", "TXT")].values[0].startswith("v=STSv1; id=")
     assert records[("mta-sts.acme.test", "CNAME")].values == ("mail.acme.test.",)
-    assert records[("_smtp._tls.acme.test", "TXT")].values == ("v=TLSRPTv1; rua=mailto:tlsrpt@acme.test",)
+    assert records[("_smtp._tls.acme.test", "TXT")].values == (
+        "v=TLSRPTv1; rua=mailto:tlsrpt@penguinmails.test",
+    )
     # Reports go to another domain we host: its consent record is published there.
     assert ("acme.test._report._dmarc.penguinmails.test", "TXT") in records
     assert all(record.ttl == 600 for record in records.values())
@@ -160,3 +163,32 @@ def test_extra_records_are_published_in_their_zone():
     plan = plan_mail_dns(config, NODES, KEYS)
     www = by_key(plan)[("www.penguinmails.test", "A")]
     assert www.ttl == 120 and www in plan.records["penguinmails.test"]
+
+
+def test_reports_land_in_the_stacks_mailboxes_whose_domain_gets_an_mx():
+    config = stack()
+    records = by_key(plan_mail_dns(config, NODES, KEYS))
+    assert records[("penguinmails.test", "MX")].values == ("10 mail.penguinmails.test.",)
+    assert records[("mail.penguinmails.test", "A")].values == ("198.18.0.1",)
+    # news.acme.test names no rua: it gets the report mailbox, with t=y absent and no legacy tag.
+    assert records[("_dmarc.news.acme.test", "TXT")].values == (
+        "v=DMARC1; p=none; rua=mailto:dmarc-reports@penguinmails.test",
+    )
+    assert report_mailboxes(config) == {
+        1: ["dmarc-reports@penguinmails.test", "dmarc@penguinmails.test", "tlsrpt@penguinmails.test"]
+    }
+
+
+def test_helo_names_get_an_spf_record_of_their_own():
+    records = by_key(plan_mail_dns(stack(), NODES, KEYS))
+    assert records[("mx-01.fleet.penguinmails.test", "TXT")].values == ("v=spf1 a -all",)
+    assert records[("mx-02.fleet.penguinmails.test", "TXT")].values == ("v=spf1 a -all",)
+
+
+def test_a_report_address_in_a_zone_of_ours_that_receives_no_mail_fails_the_preview():
+    config = stack(mail={})  # no mail.reports: penguinmails.test has no MX, as measured on the dev stack
+    with pytest.raises(DnsValidationError) as caught:
+        check_mail_dns(config, StaticLookup())
+    assert any(
+        "rua mailto:dmarc@penguinmails.test: penguinmails.test has no MX" in r for r in caught.value.reasons
+    )

@@ -102,3 +102,37 @@ def test_ensure_valid_raises_once_with_every_reason():
 def test_records_whose_values_are_not_known_yet_still_count_as_present():
     records = [rec("acme.test", "MX", "10 mail.acme.test.")]
     assert validate_records(records, StaticLookup(), zones=[ZONE], present=[("mail.acme.test", "A")]) == []
+
+
+def _with_dmarc(value: str) -> list[Record]:
+    return [r for r in good_zone() if r.name != "_dmarc.acme.test"] + [rec("_dmarc.acme.test", "TXT", value)]
+
+
+def test_a_report_address_in_a_domain_without_mx_is_refused_in_one_line():
+    zone = _with_dmarc("v=DMARC1; p=none; rua=mailto:d@acme.test,mailto:r@nomail.test")
+    outside = StaticLookup({("acme.test._report._dmarc.nomail.test", "TXT"): ["v=DMARC1"]})
+    assert validate_records(zone, outside, zones=[ZONE]) == [
+        "acme.test: _dmarc.acme.test TXT (DMARC): rua mailto:r@nomail.test: nomail.test has no MX "
+        "(nor A/AAAA) record, so reports cannot be delivered"
+    ]
+
+
+def test_an_external_report_destination_must_authorise_the_reports():
+    zone = _with_dmarc("v=DMARC1; p=none; rua=mailto:d@reports.example")
+    outside = StaticLookup({("reports.example", "MX"): ["10 mx.reports.example."]})
+    (reason,) = validate_records(zone, outside, zones=[ZONE])
+    assert reason.endswith(
+        "reports.example has not authorised reports for acme.test "
+        "(acme.test._report._dmarc.reports.example TXT v=DMARC1 is missing)"
+    )
+    outside.add("acme.test._report._dmarc.reports.example", "TXT", ["v=DMARC1"])
+    assert validate_records(zone, outside, zones=[ZONE]) == []
+
+
+def test_a_tls_rpt_address_without_mx_is_refused_and_needs_no_authorisation():
+    zone = [r for r in good_zone() if r.name != "_smtp._tls.acme.test"]
+    zone.append(rec("_smtp._tls.acme.test", "TXT", "v=TLSRPTv1; rua=mailto:tls@gone.test"))
+    (reason,) = validate_records(zone, StaticLookup(), zones=[ZONE])
+    assert "(TLS-RPT): rua mailto:tls@gone.test: gone.test has no MX" in reason
+    zone[-1] = rec("_smtp._tls.acme.test", "TXT", "v=TLSRPTv1; rua=mailto:tls@other.example")
+    assert validate_records(zone, StaticLookup({("other.example", "A"): ["192.0.2.9"]}), zones=[ZONE]) == []

@@ -53,6 +53,29 @@ def test_a_correctly_published_domain_passes_every_check():
         ("MTA-STS", "_mta-sts.acme.test", "TXT", ["v=STSv1; id=bad-id"], "id= must be"),
         ("TLS-RPT", "_smtp._tls.acme.test", "TXT", ["v=TLSRPTv1; rua=nowhere"], "is not a mailto"),
         ("PTR", "1.0.18.198.in-addr.arpa", "PTR", ["elsewhere.acme.test."], "expected mx-01.fleet.acme.test"),
+        (
+            "REPORTS",
+            "_dmarc.acme.test",
+            "TXT",
+            ["v=DMARC1; p=reject; rua=mailto:d@nomail.test"],
+            "DMARC rua mailto:d@nomail.test: nomail.test has no MX (nor A/AAAA) record",
+        ),
+        (
+            "REPORTS",
+            "_smtp._tls.acme.test",
+            "TXT",
+            ["v=TLSRPTv1; rua=mailto:tls@nomail.test"],
+            "TLS-RPT rua mailto:tls@nomail.test: nomail.test has no MX",
+        ),
+        ("HELO", "mx-01.fleet.acme.test", "TXT", ["site-verification=1"], "has 0 SPF records"),
+        ("HELO", "mx-01.fleet.acme.test", "TXT", ["v=spf1 -all"], "gives 198.18.0.1 'fail'"),
+        (
+            "HELO",
+            "1.0.18.198.in-addr.arpa",
+            "PTR",
+            ["mail.acme.test."],
+            "PTR of 198.18.0.1 is mail.acme.test, not the HELO name mx-01.fleet.acme.test",
+        ),
     ],
 )
 def test_each_check_fails_with_its_reason(check, name, rtype, values, fragment):
@@ -61,6 +84,33 @@ def test_each_check_fails_with_its_reason(check, name, rtype, values, fragment):
     (report,) = verify(plan.expectations, table)
     failed = {r.check: r.reason for r in report.failures()}
     assert check in failed and fragment in failed[check], failed
+
+
+def test_reports_pass_when_deliverable_and_authorised_and_fail_without_the_authorisation():
+    plan, table = setup()
+    table.table[("_dmarc.acme.test", "TXT")] = ("v=DMARC1; p=reject; pct=50; rua=mailto:d@reports.example",)
+    table.add("reports.example", "MX", ["10 mx.reports.example."])
+    (report,) = verify(plan.expectations, table, checks=["DMARC", "REPORTS"])
+    assert [(r.check, r.passed) for r in report.results] == [("DMARC", True), ("REPORTS", False)]
+    # The legacy tag does not fail the check, but the reason says what to change.
+    assert "warning: pct=50: use t=y" in report.results[0].reason
+    assert report.results[1].reason == (
+        "DMARC rua mailto:d@reports.example: no authorisation record "
+        "acme.test._report._dmarc.reports.example TXT v=DMARC1"
+    )
+    table.add("acme.test._report._dmarc.reports.example", "TXT", ["v=DMARC1"])
+    (report,) = verify(plan.expectations, table, checks=["REPORTS"])
+    assert report.passed and "d@reports.example" in report.results[0].reason
+
+
+def test_helo_name_passes_with_its_own_spf_and_matching_ptr():
+    plan, table = setup()
+    assert table.table[("mx-01.fleet.acme.test", "TXT")] == ("v=spf1 a -all",)
+    (report,) = verify(plan.expectations, table, checks=["HELO"])
+    assert report.passed, report.failures()
+    del table.table[("mx-01.fleet.acme.test", "A")]
+    (report,) = verify(plan.expectations, table, checks=["HELO"])
+    assert "gives 198.18.0.1 'fail'" in report.results[0].reason
 
 
 def test_expectations_survive_the_trip_through_a_stack_output():

@@ -98,7 +98,8 @@ def inet_protocols(node: Mapping[str, Any]) -> str:
 
 
 def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per host: its domains, and one sending IP (its own) whose transport carries them."""
+    """Per host: its domains, one sending IP (its own) whose transport carries them, who may send as
+    what there, and the address families Postfix may use."""
     by_node = domains_by_node(config)
     tenants_by_node = tenant_domains_by_node(config)
     host_vars: dict[str, dict[str, Any]] = {}

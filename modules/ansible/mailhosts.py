@@ -11,7 +11,7 @@ on the node that receives that domain's mail.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pulumi
@@ -64,10 +64,63 @@ def report_mailbox_addresses(config: StackConfig) -> list[str]:
     return sorted({a for addresses in generate.report_mailboxes(config).values() for a in addresses})
 
 
+def postmaster_address(domain: str) -> str:
+    """The one mailbox the stack makes per domain (its login is the address)."""
+    return f"postmaster@{domain}"
+
+
+def tenant_domains_by_node(config: StackConfig) -> dict[str, dict[str, list[str]]]:
+    """Fleet node name → tenant slug → that tenant's domains sent from the node."""
+    names = config.fleet.node_names()
+    found: dict[str, dict[str, list[str]]] = {name: {} for name in names}
+    for tenant, domain in config.sending_domains():
+        if 1 <= domain.sending_node <= len(names):
+            found[names[domain.sending_node - 1]].setdefault(tenant.slug, []).append(domain.name)
+    return {name: {slug: sorted(d) for slug, d in tenants.items()} for name, tenants in found.items()}
+
+
+def plan_sender_logins(
+    domains_by_tenant: Mapping[str, Iterable[str]], mailboxes: Iterable[str]
+) -> list[dict[str, Any]]:
+    """Per login (mailbox address) on one host: the domains it may send as, envelope and ``From:``.
+
+    A mailbox of tenant T may use any address of T's domains on the host and nothing of another tenant;
+    a mailbox whose domain belongs to no tenant on the host gets no entry, so it may send as nothing.
+    The postfix role turns this into ``smtpd_sender_login_maps``, which the sender milter also reads.
+    """
+    tenant_of: dict[str, str] = {}
+    for tenant, domains in domains_by_tenant.items():
+        for domain in domains:
+            domain = domain.lower()
+            if tenant_of.setdefault(domain, tenant) != tenant:
+                raise ValueError(
+                    f"domain {domain} belongs to tenants {tenant_of[domain]!r} and {tenant!r}: "
+                    "a domain has one owner"
+                )
+    plan = []
+    for login in sorted({m.lower() for m in mailboxes}):
+        tenant = tenant_of.get(login.rpartition("@")[2])
+        if tenant is not None:
+            own = sorted(d for d, t in tenant_of.items() if t == tenant)
+            plan.append({"login": login, "domains": own})
+    return plan
+
+
+def inet_protocols(node: Mapping[str, Any]) -> str:
+    """Postfix's families: IPv6 too only when the node has an IPv6 address (which DNS then publishes).
+
+    SPF and PTR cover the node's IPv4 address; listening or sending over IPv6 without them fails SPF and
+    FCrDNS at receivers.
+    """
+    return "all" if node.get("ipv6") else "ipv4"
+
+
 def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per host: its domains, and one sending IP (its own) whose transport carries them."""
+    """Per host: its domains, one sending IP (its own) whose transport carries them, who may send as
+    what there, and the address families Postfix may use."""
     by_node = domains_by_node(config)
     receiving = receiving_domains_by_node(config)
+    tenants_by_node = tenant_domains_by_node(config)
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -87,6 +140,10 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
             ],
             "opendkim_domains": domains,
             "dovecot_domains": domains,
+            "postfix_sender_logins": plan_sender_logins(
+                tenants_by_node.get(name, {}), [postmaster_address(d) for d in domains]
+            ),
+            "postfix_inet_protocols": inet_protocols(node),
         }
         if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
             host_vars[name]["postfix_virtual_domains"] = receiving[name]
@@ -151,7 +208,7 @@ class MailHosts(pulumi.ComponentResource):
         users = pulumi.Output.all(postmasters, reports).apply(
             lambda passwords: (
                 [
-                    {"address": f"postmaster@{domain}", "password": password}
+                    {"address": postmaster_address(domain), "password": password}
                     for domain, password in sorted(passwords[0].items())
                 ]
                 + [

@@ -49,3 +49,30 @@ def test_postfix_warmup_limits_in_main_cf(host):
         delay = host.run(f"postconf -h {transport}_destination_rate_delay")
         assert delay.rc == 0 and delay.stdout.strip().endswith("s")
         assert host.run(f"postconf -h {transport}_destination_concurrency_limit").stdout.strip().isdigit()
+
+
+def test_postfix_smtp_listens_on_ipv4_only_unless_ipv6_is_configured(host):
+    # SPF and PTR cover the node's IPv4 address; an IPv6 listener would receive and send outside them.
+    protocols = host.run("postconf -h inet_protocols").stdout.strip()
+    listeners = host.run("ss -Hltn").stdout
+    if protocols == "ipv4":
+        for port in MAIL_PORTS:
+            assert f"[::]:{port} " not in listeners, listeners
+
+
+def test_submission_refuses_senders_the_login_does_not_own(host):
+    assert (
+        host.run("postconf -h smtpd_sender_login_maps").stdout.strip()
+        == "texthash:/etc/postfix/sender_logins"
+    )
+    for service in ("submission", "submissions"):
+        restrictions = host.run(f"postconf -P {service}/inet/smtpd_sender_restrictions").stdout
+        assert "reject_sender_login_mismatch" in restrictions, service
+
+
+def test_sender_milter_runs_on_loopback_before_opendkim(host):
+    assert host.run("service penguinmails-sender-milter status").rc == 0
+    assert host.socket("tcp://127.0.0.1:8893").is_listening
+    assert not host.socket("tcp://0.0.0.0:8893").is_listening
+    milters = [m.strip() for m in host.run("postconf -h smtpd_milters").stdout.split(",")]
+    assert milters.index("inet:127.0.0.1:8893") < milters.index("inet:127.0.0.1:8891")

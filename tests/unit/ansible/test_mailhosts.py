@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pulumi
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modules.ansible import mailhosts
 from modules.config.model import StackConfig
@@ -217,3 +221,89 @@ def test_only_real_stacks_and_the_embedded_dev_stack_converge():
     assert mailhosts.converges(_config(), "dnsetest") is False
     no_fleet = StackConfig.model_validate({"environment": "staging"})
     assert mailhosts.converges(no_fleet, "staging") is False
+
+
+def test_sender_logins_give_each_mailbox_its_tenants_domains_on_the_host():
+    plan = mailhosts.plan_sender_logins(
+        {"acme": ["acme.example.net", "acme-mail.example.net"], "cove": ["cove.example.net"]},
+        ["postmaster@acme.example.net", "Alice@ACME-mail.example.net", "postmaster@cove.example.net"],
+    )
+    assert plan == [
+        {"login": "alice@acme-mail.example.net", "domains": ["acme-mail.example.net", "acme.example.net"]},
+        {"login": "postmaster@acme.example.net", "domains": ["acme-mail.example.net", "acme.example.net"]},
+        {"login": "postmaster@cove.example.net", "domains": ["cove.example.net"]},
+    ]
+
+
+def test_sender_logins_leave_out_a_mailbox_of_no_tenant_on_the_host():
+    plan = mailhosts.plan_sender_logins({"acme": ["acme.example.net"]}, ["postmaster@bolt.example.net"])
+    assert plan == []
+
+
+def test_sender_logins_refuse_a_domain_of_two_tenants():
+    with pytest.raises(
+        ValueError, match=re.escape("shared.example.net belongs to tenants 'acme' and 'bolt'")
+    ):
+        mailhosts.plan_sender_logins({"acme": ["shared.example.net"], "bolt": ["Shared.example.net"]}, [])
+
+
+def test_host_vars_map_each_postmaster_to_its_tenant_and_use_ipv4_only():
+    config = StackConfig.model_validate(
+        {
+            "environment": "dev",
+            "fleet": {"nodes": 2, "rdns_domain": "fleet.example.net"},
+            "dns": {"zones": [{"name": "example.net"}]},
+            "tenants": [
+                {
+                    "slug": "acme",
+                    "domains": [
+                        {"name": "acme.example.net", "sending_node": 1},
+                        {"name": "acme2.example.net", "sending_node": 1},
+                        {"name": "acme3.example.net", "sending_node": 2},
+                    ],
+                },
+                {"slug": "bolt", "domains": [{"name": "bolt.example.net", "sending_node": 1}]},
+            ],
+        }
+    )
+    host_vars = mailhosts.plan_host_vars(config, INVENTORY)
+    assert host_vars["mx-01"]["postfix_sender_logins"] == [
+        {"login": "postmaster@acme.example.net", "domains": ["acme.example.net", "acme2.example.net"]},
+        {"login": "postmaster@acme2.example.net", "domains": ["acme.example.net", "acme2.example.net"]},
+        {"login": "postmaster@bolt.example.net", "domains": ["bolt.example.net"]},
+    ]
+    # acme3 is sent from mx-02: its mailbox there may not use acme's domains of mx-01 (they are not signed there).
+    assert host_vars["mx-02"]["postfix_sender_logins"] == [
+        {"login": "postmaster@acme3.example.net", "domains": ["acme3.example.net"]}
+    ]
+    assert {v["postfix_inet_protocols"] for v in host_vars.values()} == {"ipv4"}
+
+
+def test_inet_protocols_include_ipv6_only_for_a_node_with_an_ipv6_address():
+    assert mailhosts.inet_protocols({"ip": "203.0.113.10"}) == "ipv4"
+    assert mailhosts.inet_protocols({"ip": "203.0.113.10", "ipv6": ""}) == "ipv4"
+    assert mailhosts.inet_protocols({"ip": "203.0.113.10", "ipv6": "2001:db8::10"}) == "all"
+
+
+_label = st.text(alphabet="abcdefghij0123456789", min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tenants=st.dictionaries(_label, st.lists(_label, min_size=0, max_size=4), min_size=1, max_size=5),
+    users=st.lists(st.tuples(_label, st.integers(0, 99)), max_size=12),
+    foreign=st.lists(_label, max_size=3),
+)
+def test_no_login_ever_maps_to_another_tenants_domain(tenants, users, foreign):
+    # Domains are made unique per tenant (``<label>.<tenant>.test``), as the config model guarantees.
+    by_tenant = {t: [f"{d}.{t}.test" for d in set(ds)] for t, ds in tenants.items()}
+    owner = {d: t for t, ds in by_tenant.items() for d in ds}
+    every = sorted(owner) + [f"{f}.foreign.test" for f in foreign]
+    mailboxes = [f"{local}@{every[pick % len(every)]}" for local, pick in users] if every else []
+    plan = mailhosts.plan_sender_logins(by_tenant, mailboxes)
+    for entry in plan:
+        tenant = owner[entry["login"].rpartition("@")[2]]
+        assert entry["domains"] == sorted(by_tenant[tenant])
+        assert all(owner[d] == tenant for d in entry["domains"])
+    planned = {e["login"] for e in plan}
+    assert planned == {m for m in mailboxes if m.rpartition("@")[2] in owner}

@@ -4,7 +4,7 @@ The stack's config decides the flavor (``mail.flavor``: native roles or MailU, o
 which node sends for which tenant domain (``sending_node``), the warm-up stage and TLS floor. The fleet's
 inventory output (ready nodes with IPs) and the DNS component's DKIM keys (secret; the selectors resolve
 only once the records are published) feed one :class:`AnsiblePlaybook`, so hosts never sign with a key
-that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password.
+that is not in DNS yet; its MTA-STS policies go to each host's policy server (role ``mta_sts``). Each domain gets a ``postmaster@`` mailbox with a generated password.
 """
 
 from __future__ import annotations
@@ -46,9 +46,15 @@ def domains_by_node(config: StackConfig) -> dict[str, list[str]]:
     return {name: sorted(domains) for name, domains in found.items()}
 
 
-def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per host: its domains, and one sending IP (its own) whose transport carries them."""
+def plan_host_vars(
+    config: StackConfig,
+    inventory: list[Mapping[str, Any]],
+    mta_sts_policies: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per host: its domains, one sending IP (its own) whose transport carries them, and the MTA-STS
+    policy text of each of its domains (``MailDns.mta_sts_policies``) for its policy host."""
     by_node = domains_by_node(config)
+    policies = mta_sts_policies or {}
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -68,6 +74,7 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
             ],
             "opendkim_domains": domains,
             "dovecot_domains": domains,
+            "mta_sts_policies": {domain: policies[domain] for domain in domains if domain in policies},
         }
     return host_vars
 
@@ -134,13 +141,14 @@ class MailHosts(pulumi.ComponentResource):
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )
         dev = config.environment == "dev"
+        policies = dict(getattr(mail_dns, "mta_sts_policies", None) or {})
         self.playbook = AnsiblePlaybook(
             f"{name}-playbook",
             hosts=hosts,
             playbook="mailu.yml" if flavor == "mailu" else "mailhost.yml",
             vars=playbook_vars(config),
             secret_vars=secret_vars,
-            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes)),
+            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes, policies)),
             group_vars=DEV_GROUP_VARS if dev else {},
             # Dev hosts are containers that get new host keys when rebuilt; real hosts are pinned on first use.
             connection={"host_key_checking": "off" if dev else "accept-new"},

@@ -9,13 +9,20 @@ no redirects followed, ``text/plain`` only, at most :data:`MAX_POLICY_BYTES`, ev
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modules.dns.errors import DnsError
 
+if TYPE_CHECKING:
+    from modules.config.model import StackConfig
+
+DEV_CA_FILE_VARIABLE = "PENGUINMAILS_DEV_CA_FILE"
 WELL_KNOWN_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 3.3 suggests senders accept up to 64 KiB
 
@@ -110,3 +117,15 @@ class PolicyFetcher:
             return body.decode("utf-8")
         except UnicodeDecodeError:
             raise PolicyFetchError(f"{where}: the policy is not UTF-8 text") from None
+
+
+def ca_file_for(config: StackConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The CA bundle that validates a stack's policy hosts; None means the system trust store.
+
+    A dev stack takes the devenv's ``PENGUINMAILS_DEV_CA_FILE`` first, then ``mail.mta_sts_ca_file``;
+    staging and production never read a devenv variable (the rule of ``modules.providers``).
+    """
+    environ = os.environ if environ is None else environ
+    if config.environment == "dev" and environ.get(DEV_CA_FILE_VARIABLE):
+        return environ[DEV_CA_FILE_VARIABLE]
+    return config.mail.mta_sts_ca_file

@@ -2,8 +2,8 @@
 
 Dev fleet containers lack CAP_NET_ADMIN, so the dev stack turns the firewall off. This test gives one
 container that capability (its own network namespace: the rules only filter that container) so the
-firewall tasks, the rules template and its handler are exercised as they run on a VPS: SSH and the mail
-ports pass, everything else is dropped, and a second run changes nothing.
+firewall tasks, the rules template and its handler are exercised as they run on a VPS: SSH, the mail ports
+and HTTPS pass, everything else is dropped, and a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def test_firewall_rules_are_loaded(firewalled):
     assert "policy drop" in rules
     assert "tcp dport 22 accept" in rules
     assert "tcp dport { 25, 465, 587, 993 } accept" in rules
+    # HTTPS for the MTA-STS policy host (nft lists a one-port set as the bare port).
+    assert "tcp dport 443 accept" in rules or "tcp dport { 443 } accept" in rules
+    assert "dport 80 " not in rules
 
 
 def test_firewall_lets_ssh_and_mail_ports_in_and_drops_the_rest(firewalled):
@@ -105,6 +108,7 @@ def test_firewall_lets_ssh_and_mail_ports_in_and_drops_the_rest(firewalled):
     assert _probe(ip, 22) == "open"
     # Nothing listens on the mail ports of a MailU host before `docker compose up`: allowed, so refused.
     assert _probe(ip, 465) == "refused"
+    assert _probe(ip, 443) == "refused", "HTTPS (the MTA-STS policy) passes the firewall"
     # A listening service on a port the firewall does not open is unreachable.
     assert _probe(ip, 8080) == "filtered"
     inside = subprocess.run(

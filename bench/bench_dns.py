@@ -55,7 +55,7 @@ def run() -> dict:
     from modules.dns.dkim import generate_key
     from modules.dns.generate import NodeAddresses, check_mail_dns, plan_mail_dns
     from modules.dns.resources import DnsRecordSetProvider
-    from modules.dns.verify import verify
+    from modules.dns.verify import CHECKS, verify
     from tests.support.dns import lookup, private_bind, provider_env, recordset_props
 
     config = _config(DOMAINS)
@@ -113,7 +113,9 @@ def run() -> dict:
         )
 
         resolver = lookup(bind)
-        result["verify_s"], reports = _timed(lambda: verify(plan.expectations, resolver))
+        # DNS only: no host serves the MTA-STS policies here (that check fetches them over HTTPS).
+        checks = [check for check in CHECKS if check != "MTA-STS"]
+        result["verify_s"], reports = _timed(lambda: verify(plan.expectations, resolver, checks=checks))
         result["verify_queries"] = resolver.messages
         result["verify_domains_passed"] = sum(report.passed for report in reports)
         result["verify_checks"] = sum(len(report.results) for report in reports)

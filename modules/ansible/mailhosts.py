@@ -4,9 +4,10 @@ The stack's config decides the flavor (``mail.flavor``: native roles or MailU, o
 which node sends for which tenant domain (``sending_node``), the warm-up stage and TLS floor. The fleet's
 inventory output (ready nodes with IPs) and the DNS component's DKIM keys (secret; the selectors resolve
 only once the records are published) feed one :class:`AnsiblePlaybook`, so hosts never sign with a key
-that is not in DNS yet. Each domain gets a ``postmaster@`` mailbox with a generated password, and every
-report address the DNS publishes in a domain of ours (``mail.reports``, ``tlsrpt@<domain>``) a mailbox
-on the node that receives that domain's mail.
+that is not in DNS yet; its MTA-STS policies go to each host's policy server (role ``mta_sts``). Each
+domain gets a ``postmaster@`` mailbox with a generated password, and every report address the DNS
+publishes in a domain of ours (``mail.reports``, ``tlsrpt@<domain>``) a mailbox on the node that receives
+that domain's mail.
 """
 
 from __future__ import annotations
@@ -115,12 +116,18 @@ def inet_protocols(node: Mapping[str, Any]) -> str:
     return "all" if node.get("ipv6") else "ipv4"
 
 
-def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def plan_host_vars(
+    config: StackConfig,
+    inventory: list[Mapping[str, Any]],
+    mta_sts_policies: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Per host: its domains, one sending IP (its own) whose transport carries them, who may send as
-    what there, and the address families Postfix may use."""
+    what there, the address families Postfix may use, and the MTA-STS policy text of each of its domains
+    (``MailDns.mta_sts_policies``) for its policy host."""
     by_node = domains_by_node(config)
     receiving = receiving_domains_by_node(config)
     tenants_by_node = tenant_domains_by_node(config)
+    policies = mta_sts_policies or {}
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -144,6 +151,7 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
                 tenants_by_node.get(name, {}), [postmaster_address(d) for d in domains]
             ),
             "postfix_inet_protocols": inet_protocols(node),
+            "mta_sts_policies": {domain: policies[domain] for domain in domains if domain in policies},
         }
         if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
             host_vars[name]["postfix_virtual_domains"] = receiving[name]
@@ -237,13 +245,14 @@ class MailHosts(pulumi.ComponentResource):
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )
         dev = config.environment == "dev"
+        policies = dict(getattr(mail_dns, "mta_sts_policies", None) or {})
         self.playbook = AnsiblePlaybook(
             f"{name}-playbook",
             hosts=hosts,
             playbook="mailu.yml" if flavor == "mailu" else "mailhost.yml",
             vars=playbook_vars(config),
             secret_vars=secret_vars,
-            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes)),
+            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes, policies)),
             group_vars=DEV_GROUP_VARS if dev else {},
             # Dev hosts are containers that get new host keys when rebuilt; real hosts are pinned on first use.
             connection={"host_key_checking": "off" if dev else "accept-new"},

@@ -465,12 +465,38 @@ class MailConfig(Strict):
     message_size_limit_mb: int = Field(default=25, ge=1, le=100)
     mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"
     mta_sts_max_age: int = Field(default=604800, ge=86400, le=31557600, description="seconds")
+    # The CA bundle `dns verify` validates policy hosts against; none: the system trust store. A dev stack
+    # takes the devenv's PENGUINMAILS_DEV_CA_FILE first (the local ACME CA).
+    mta_sts_ca_file: str | None = None
     tls_rpt_rua: list[str] = Field(
         default_factory=list, description="default: the report mailbox of mail.reports, else tlsrpt@<domain>"
     )
     dkim_key_bits: int = Field(default=2048, ge=2048, le=4096)
     dkim_rotation_overlap_days: float = Field(default=7, ge=0, le=90)
     reports: ReportsConfig | None = None
+
+    @model_validator(mode="after")
+    def _enforce_needs_certificates(self) -> MailConfig:
+        if self.mta_sts_mode == "enforce" and not mx_certificates_managed(self):
+            raise ValueError(
+                "mta_sts_mode: 'enforce' needs certificates the stack manages for the MX hosts (set up "
+                f"{MANAGED_CERTIFICATES_FIELD}); with self-signed certificates, senders that honour the policy "
+                "would refuse to deliver. Use 'testing' until then"
+            )
+        return self
+
+
+# Where the stack's managed (ACME) certificates are configured; MTA-STS enforce needs them.
+MANAGED_CERTIFICATES_FIELD = "mail.acme"
+
+
+def mx_certificates_managed(mail: MailConfig) -> bool:
+    """Whether the stack issues publicly valid certificates for its MX and policy hosts (ACME).
+
+    Reads ``mail.acme`` (the ACME section; absent or None means the hosts keep self-signed certificates).
+    """
+    acme = getattr(mail, "acme", None)
+    return acme is not None and getattr(acme, "enabled", True) is not False
 
 
 def _secret_from_env_key(key: str) -> str:

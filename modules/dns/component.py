@@ -205,6 +205,7 @@ class MailDns(pulumi.ComponentResource):
                         "dkim_keys": [[s, resolved["keys"][s]] for s, _ in exp.dkim_keys],
                         "dmarc_policy": exp.dmarc_policy,
                         "ptr_host": exp.ptr_host,
+                        "mta_sts_policy": exp.mta_sts_policy,
                     }
                 )
             )

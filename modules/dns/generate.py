@@ -59,6 +59,7 @@ class DomainExpectation:
     tls_rpt: bool = True
     mta_sts: bool = True
     ptr_host: str | None = None
+    mta_sts_policy: str | None = None  # the policy text the stack computes (None: not compared)
 
 
 @dataclass
@@ -238,6 +239,7 @@ def plan_mail_dns(
                 tuple(keys),
                 domain.dmarc.policy,
                 ptr_host=plan.node_hostnames.get(domain.sending_node),
+                mta_sts_policy=policy,
             )
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 STS_MODES = ("enforce", "testing", "none")
 _STS_ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
@@ -23,8 +24,92 @@ def mta_sts_policy(mode: str, mx_hosts: Iterable[str], max_age: int) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+def sts_id(policy: str) -> str:
+    """The ``id`` of the ``_mta-sts`` record for this policy text: any change to the text changes it."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
+
+
 def mta_sts_txt(policy: str) -> str:
-    return f"v=STSv1; id={hashlib.sha256(policy.encode()).hexdigest()[:20]}"
+    return f"v=STSv1; id={sts_id(policy)}"
+
+
+def sts_txt_id(text: str) -> str | None:
+    """The ``id`` tag of a ``_mta-sts`` TXT value (None when it has none)."""
+    pairs, _ = _tags(text)
+    return dict(pairs).get("id")
+
+
+STS_MAX_AGE_LIMIT = 31557600  # RFC 8461 3.2: at most about one year
+_MX_PATTERN_RE = re.compile(
+    r"^(\*\.)?(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+@dataclass(frozen=True)
+class StsPolicy:
+    """A parsed policy file (RFC 8461 3.2)."""
+
+    version: str
+    mode: str
+    mx: tuple[str, ...]
+    max_age: int
+
+
+def parse_sts_policy(text: str) -> tuple[StsPolicy | None, list[str]]:
+    """Parse a policy file; return the policy and every problem (the policy is None when there are any).
+
+    Lines end in CRLF or LF, each ``key: value``; unknown keys are ignored (RFC 8461 3.2), a repeated
+    ``version``/``mode``/``max_age`` is an error, ``mx`` may repeat and is needed unless mode is none.
+    """
+    fields: dict[str, str] = {}
+    mx: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            problems.append(f"line {number} is not 'key: value'")
+            continue
+        if key == "mx":
+            pattern = value.lower().rstrip(".")
+            if not _MX_PATTERN_RE.match(pattern):
+                problems.append(f"mx: {value!r} is not a host name or a *.<domain> pattern")
+            mx.append(pattern)
+        elif key in ("version", "mode", "max_age"):
+            if key in fields:
+                problems.append(f"{key} appears more than once")
+            fields[key] = value
+    if fields.get("version") != "STSv1":
+        problems.append(f"version must be STSv1 (got {fields.get('version', 'none')!r})")
+    mode = fields.get("mode", "")
+    if mode not in STS_MODES:
+        problems.append(f"mode must be one of {', '.join(STS_MODES)} (got {mode or 'none'!r})")
+    max_age_text = fields.get("max_age", "")
+    max_age = int(max_age_text) if max_age_text.isdigit() and len(max_age_text) <= 10 else -1
+    if not 0 <= max_age <= STS_MAX_AGE_LIMIT:
+        problems.append(
+            f"max_age must be a whole number of seconds up to {STS_MAX_AGE_LIMIT} (got {max_age_text!r})"
+        )
+    if not mx and mode in ("enforce", "testing"):
+        problems.append(f"mode {mode} needs at least one mx: line")
+    if problems:
+        return None, problems
+    return StsPolicy("STSv1", mode, tuple(mx), max_age), []
+
+
+def mx_matches(host: str, pattern: str) -> bool:
+    """Whether an MX host matches a policy ``mx:`` pattern (RFC 8461 4.1).
+
+    Case-insensitive, trailing dots ignored; ``*.example.com`` stands for exactly one leftmost label, so it
+    matches ``mx1.example.com`` but neither ``example.com`` nor ``a.b.example.com``.
+    """
+    host, pattern = host.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        label, dot, rest = host.partition(".")
+        return bool(label) and bool(dot) and rest == pattern[2:]
+    return host == pattern
 
 
 def tls_rpt_txt(rua: Iterable[str]) -> str:

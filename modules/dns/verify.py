@@ -2,11 +2,13 @@
 
 Checks per sending domain: SPF (one valid record, within the lookup limits, authorising the sending IP),
 DKIM (each expected selector publishes the expected key of 2048+ bits), DMARC (one valid record with the
-expected policy), MX (the mail host, resolving to the sending IP), MTA-STS (a valid ``_mta-sts`` record and
-a policy host that resolves), TLS-RPT (a valid ``_smtp._tls`` record) and PTR (each sending IP's PTR names
-a host whose address records include that IP: forward-confirmed reverse DNS), REPORTS (every DMARC and
-TLS-RPT report address has an MX, and other organizations authorised DMARC reports) and HELO (the node's
-HELO name has SPF for its IPs and forward-confirmed reverse DNS).
+expected policy), MX (the mail host, resolving to the sending IP), MTA-STS (a valid ``_mta-sts`` record; the
+policy fetched over HTTPS with certificate validation from the address the stack's resolvers give, whose
+``mx:`` lines match every MX record and whose derived id is the published one), TLS-RPT (a valid
+``_smtp._tls`` record) and PTR (each sending IP's PTR names a host whose address records include that IP:
+forward-confirmed reverse DNS), REPORTS (every DMARC and TLS-RPT report address has an MX, and other
+organizations authorised DMARC reports) and HELO (the node's HELO name has SPF for its IPs and
+forward-confirmed reverse DNS).
 
 This is the library function the CLI's ``dns verify`` will call; it only reads.
 """
@@ -21,6 +23,7 @@ from modules.dns import dkim, dmarc, mailauth, spf
 from modules.dns.generate import DomainExpectation
 from modules.dns.lookup import Lookup
 from modules.dns.records import reverse_name
+from modules.dns.sts_fetch import PolicyFetcher, PolicyFetchError
 
 CHECKS = ("SPF", "DKIM", "DMARC", "MX", "MTA-STS", "TLS-RPT", "PTR", "REPORTS", "HELO")
 
@@ -143,7 +146,53 @@ def check_mx(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
     return CheckResult("MX", True, f"{exp.mail_host} → {', '.join(addresses)}")
 
 
-def check_mta_sts(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
+def _policy_addresses(lookup: Lookup, host: str) -> tuple[list[str], str | None]:
+    """The policy host's addresses through the stack's resolvers (CNAMEs followed), or why there are none."""
+    addresses, errors = [], []
+    for rdtype in ("A", "AAAA"):
+        answer = lookup(host, rdtype)
+        addresses += list(answer.values if answer.ok else ())
+        if answer.status == "error":
+            errors.append(f"{rdtype}: {answer.reason}")
+    if addresses:
+        return addresses, None
+    return [], f"the policy host {host} does not resolve" + (f" ({'; '.join(errors)})" if errors else "")
+
+
+def fetch_sts_policy(
+    domain: str, lookup: Lookup, fetcher: PolicyFetcher
+) -> tuple[mailauth.StsPolicy | None, str, list[str], str | None]:
+    """Fetch and parse ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` from every address of the host.
+
+    Returns (policy, its text, the addresses, None) or (None, "", addresses, the first problem). Every
+    address must serve the same valid policy: a sender may reach any of them.
+    """
+    host = f"mta-sts.{domain}"
+    addresses, problem = _policy_addresses(lookup, host)
+    if problem:
+        return None, "", [], problem
+    texts = []
+    for address in addresses:
+        try:
+            texts.append(fetcher.fetch(host, address))
+        except PolicyFetchError as exc:
+            return None, "", addresses, exc.message
+    if len(set(texts)) > 1:
+        return None, "", addresses, f"{', '.join(addresses)} serve different policies for {host}"
+    policy, problems = mailauth.parse_sts_policy(texts[0])
+    if problems:
+        return None, texts[0], addresses, f"{fetcher.url(host)}: {problems[0]}"
+    return policy, texts[0], addresses, None
+
+
+def check_mta_sts(
+    exp: DomainExpectation, lookup: Lookup, fetcher: PolicyFetcher | None = None
+) -> CheckResult:
+    """The ``_mta-sts`` record, and the policy fetched over HTTPS as a sender would, against the MX records.
+
+    ``fetcher`` holds the CA bundle and limits (default: the system trust store, port 443).
+    """
+    fetcher = fetcher or PolicyFetcher()
     name = f"_mta-sts.{exp.domain}"
     found, error = _txt(lookup, name, lambda v: v.startswith("v=STSv1"))
     if error:
@@ -153,10 +202,41 @@ def check_mta_sts(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
     problems = mailauth.validate_sts_txt(found[0])
     if problems:
         return CheckResult("MTA-STS", False, f"{name}: {problems[0]}")
-    policy_host = f"mta-sts.{exp.domain}"
-    if not _addresses(lookup, policy_host):
-        return CheckResult("MTA-STS", False, f"the policy host {policy_host} does not resolve")
-    return CheckResult("MTA-STS", True, f"{found[0]}; policy host {policy_host} resolves")
+    policy, text, addresses, problem = fetch_sts_policy(exp.domain, lookup, fetcher)
+    if policy is None:
+        expected = mailauth.parse_sts_policy(exp.mta_sts_policy or "")[0]
+        if expected is not None and expected.mode == "enforce":
+            problem += " (mode is enforce: senders that know the policy will not deliver)"
+        return CheckResult("MTA-STS", False, f"{exp.domain}: {problem}")
+    answer = lookup(exp.domain, "MX")
+    if not answer.ok:
+        return CheckResult("MTA-STS", False, f"{exp.domain}: no MX record to match the policy against")
+    patterns = ", ".join(policy.mx) or "none"
+    for value in answer.values:
+        host = value.split()[-1].rstrip(".")
+        if policy.mode != "none" and not any(mailauth.mx_matches(host, p) for p in policy.mx):
+            return CheckResult(
+                "MTA-STS",
+                False,
+                f"{exp.domain}: MX {host} matches no mx: line of the served policy (mx: {patterns})",
+            )
+    published, derived = mailauth.sts_txt_id(found[0]), mailauth.sts_id(text)
+    if published != derived:
+        return CheckResult(
+            "MTA-STS",
+            False,
+            f"{exp.domain}: {name} has id={published}, but the served policy's id is {derived}: the id "
+            "must change with the policy, or senders keep a stale one",
+        )
+    if exp.mta_sts_policy is not None and text != exp.mta_sts_policy:
+        return CheckResult(
+            "MTA-STS", False, f"{exp.domain}: the served policy is not the one the stack computes"
+        )
+    return CheckResult(
+        "MTA-STS",
+        True,
+        f"id={published}; mode {policy.mode}, mx {patterns}, fetched over HTTPS from {', '.join(addresses)}",
+    )
 
 
 def check_tls_rpt(exp: DomainExpectation, lookup: Lookup) -> CheckResult:
@@ -271,10 +351,18 @@ CHECK_FUNCTIONS = {
 }
 
 
-def verify_domain(exp: DomainExpectation, lookup: Lookup, checks: Iterable[str] = CHECKS) -> DomainReport:
+def verify_domain(
+    exp: DomainExpectation,
+    lookup: Lookup,
+    checks: Iterable[str] = CHECKS,
+    fetcher: PolicyFetcher | None = None,
+) -> DomainReport:
     report = DomainReport(exp.domain)
     for name in checks:
         try:
+            if name == "MTA-STS":
+                report.results.append(check_mta_sts(exp, lookup, fetcher))
+                continue
             report.results.append(CHECK_FUNCTIONS[name](exp, lookup))
         except Exception as exc:  # one broken check must not hide the others' results
             report.results.append(CheckResult(name, False, f"check failed: {type(exc).__name__}: {exc}"))
@@ -286,11 +374,15 @@ def verify(
     lookup: Lookup,
     checks: Iterable[str] = CHECKS,
     workers: int = 4,
+    fetcher: PolicyFetcher | None = None,
 ) -> list[DomainReport]:
-    """Reports in the order of ``expectations``; domains are checked ``workers`` at a time."""
+    """Reports in the order of ``expectations``; domains are checked ``workers`` at a time.
+
+    ``fetcher`` says how MTA-STS policies are fetched (CA bundle, port, timeout; default system trust).
+    """
     expectations, checks = list(expectations), list(checks)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda exp: verify_domain(exp, lookup, checks), expectations))
+        return list(pool.map(lambda exp: verify_domain(exp, lookup, checks, fetcher), expectations))
 
 
 def expectations_from_output(items: Iterable[dict]) -> list[DomainExpectation]:
@@ -303,6 +395,7 @@ def expectations_from_output(items: Iterable[dict]) -> list[DomainExpectation]:
             dkim_keys=tuple((selector, public) for selector, public in item["dkim_keys"]),
             dmarc_policy=item["dmarc_policy"],
             ptr_host=item.get("ptr_host"),
+            mta_sts_policy=item.get("mta_sts_policy"),
         )
         for item in items
     ]

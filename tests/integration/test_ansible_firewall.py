@@ -2,8 +2,8 @@
 
 Dev fleet containers lack CAP_NET_ADMIN, so the dev stack turns the firewall off. This test gives one
 container that capability (its own network namespace: the rules only filter that container) so the
-firewall tasks, the rules template and its handler are exercised as they run on a VPS: SSH and the mail
-ports pass, everything else is dropped, and a second run changes nothing.
+firewall tasks, the rules template and its handler are exercised as they run on a VPS: SSH, the mail ports
+and HTTPS pass, everything else is dropped, and a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def test_firewall_rules_are_loaded(firewalled):
     assert "tcp dport 22 accept" in rules
     # A MailU host opens exactly what its compose file publishes, and forwards it to MailU's network.
     assert "tcp dport { 25, 80, 443, 465, 587, 993 } accept" in rules
+    assert rules.count("443") == 1  # its published 443 only: no second rule from common_firewall_web_ports
     assert "ct status dnat ip daddr 192.168.203.0/24 accept" in rules
     assert "ip saddr 192.168.203.0/24 accept" in rules
 
@@ -132,6 +133,7 @@ def test_firewall_lets_ssh_and_mail_ports_in_and_drops_the_rest(firewalled):
     assert _probe(ip, 22) == "open"
     # Nothing listens on the mail ports of a MailU host before `docker compose up`: allowed, so refused.
     assert _probe(ip, 465) == "refused"
+    assert _probe(ip, 443) == "refused", "HTTPS (the MTA-STS policy) passes the firewall"
     # A listening service on a port the firewall does not open is unreachable.
     assert _probe(ip, 8080) == "filtered"
     inside = subprocess.run(

@@ -18,7 +18,7 @@ from pulumi import automation as auto
 from modules.config.loader import validate_config
 from modules.dns.generate import NodeAddresses, plan_mail_dns
 from modules.dns.rfc2136 import Change
-from modules.dns.verify import verify
+from modules.dns.verify import CHECKS, verify
 from tests.support.dns import live, lookup, out_of_band, private_bind
 from tests.support.engine import project_stack
 from tests.support.hostwinds import private_simulator
@@ -138,7 +138,8 @@ def _exercise(stack, bind, sim, secret, foreign, tmp_path):
     }
     config = validate_config(stack_config(bind, sim, TENANTS))
     plan = plan_mail_dns(config, {1: NodeAddresses(ip)}, dkim)
-    reports = verify(plan.expectations, lookup(bind))
+    # The simulated node serves no MTA-STS policy (that check fetches it: tests/integration/test_mta_sts.py).
+    reports = verify(plan.expectations, lookup(bind), checks=[c for c in CHECKS if c != "MTA-STS"])
     assert [(r.domain, r.failures()) for r in reports] == [
         ("acme.test", []),
         ("news.penguinmails.test", []),

@@ -71,6 +71,18 @@ def test_the_report_node_receives_the_report_domain_without_signing_for_it():
     assert host_vars["mx-02"]["postfix_virtual_domains"] == ["bolt.example.net"]
 
 
+def test_each_native_host_serves_the_mta_sts_policies_of_its_own_domains():
+    policies = {
+        "acme.example.net": "version: STSv1\r\nmode: testing\r\nmx: mail.acme.example.net\r\nmax_age: 86400\r\n",
+        "bolt.example.net": "version: STSv1\r\nmode: testing\r\nmx: mail.bolt.example.net\r\nmax_age: 86400\r\n",
+    }
+    host_vars = mailhosts.plan_host_vars(_config(), INVENTORY, policies)
+    # cove.example.net has no policy in the plan: the host serves none for it rather than an invented one.
+    assert host_vars["mx-01"]["mta_sts_policies"] == {"acme.example.net": policies["acme.example.net"]}
+    assert host_vars["mx-02"]["mta_sts_policies"] == {"bolt.example.net": policies["bolt.example.net"]}
+    assert mailhosts.plan_host_vars(_config(), INVENTORY)["mx-01"]["mta_sts_policies"] == {}
+
+
 def test_mailu_host_vars_bind_the_published_ports():
     assert mailhosts.plan_host_vars(_config("mailu"), INVENTORY)["mx-02"] == {
         "mailu_bind_address": "203.0.113.11",

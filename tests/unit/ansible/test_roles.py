@@ -15,7 +15,7 @@ import yaml
 
 from modules.ansible.runner import ANSIBLE_DIR
 
-ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis")
+ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts")
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
     "common_tls_private_key",
@@ -126,7 +126,7 @@ def test_secret_asserts_that_show_values_have_no_log():
         assert task.get("no_log") is True
 
 
-@pytest.mark.parametrize("role", ("postfix", "dovecot", "spamassassin", "opendkim"))
+@pytest.mark.parametrize("role", ("postfix", "dovecot", "spamassassin", "opendkim", "mta_sts"))
 def test_handlers_check_before_they_reload(role):
     handlers = _yaml(ANSIBLE_DIR / "roles" / role / "handlers/main.yml")
     topics: dict[str, list[dict]] = {}
@@ -154,6 +154,7 @@ def test_playbooks_keep_mailu_and_native_hosts_apart():
         "dovecot",
         "spamassassin",
         "opendkim",
+        "mta_sts",
     }
     assert [r["role"] for r in mailu["roles"]] == ["common", "mailu"]
 

@@ -8,7 +8,9 @@ from modules.config.loader import validate_config
 from modules.dns.dkim import generate_key
 from modules.dns.generate import NodeAddresses, plan_mail_dns
 from modules.dns.lookup import StaticLookup
+from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import CHECKS, expectations_from_output, verify
+from tests.support.mta_sts import LabCa, Served, policy_server
 
 PUBLIC = generate_key()[1]
 OTHER = generate_key()[1]
@@ -29,9 +31,16 @@ def setup():
     return plan, table
 
 
-def test_a_correctly_published_domain_passes_every_check():
+def test_a_correctly_published_domain_passes_every_check(tmp_path):
     plan, table = setup()
-    (report,) = verify(plan.expectations, table)
+    # MTA-STS is fetched for real: a TLS server on loopback serves the policy, under a CA of the test.
+    ca = LabCa()
+    table.table.pop(("mta-sts.acme.test", "CNAME"))
+    table.add("mta-sts.acme.test", "A", ["127.0.0.1"])
+    served = Served(plan.mta_sts_policies["acme.test"].encode())
+    with policy_server(tmp_path, *ca.issue(["mta-sts.acme.test"]), served) as port:
+        fetcher = PolicyFetcher(str(ca.write(tmp_path / "ca.pem")), port=port)
+        (report,) = verify(plan.expectations, table, fetcher=fetcher)
     assert [r.check for r in report.results] == list(CHECKS)
     assert report.passed, report.failures()
     assert report.as_dict()["PTR"]["reason"] == "198.18.0.1 ↔ mx-01.fleet.acme.test"
@@ -123,5 +132,6 @@ def test_expectations_survive_the_trip_through_a_stack_output():
         "dkim_keys": [list(k) for k in exp.dkim_keys],
         "dmarc_policy": exp.dmarc_policy,
         "ptr_host": exp.ptr_host,
+        "mta_sts_policy": exp.mta_sts_policy,
     }
     assert expectations_from_output([item]) == [exp]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from modules.config.model import HOSTNAME_RE
+from modules.config.model import HOSTNAME_RE, StackConfig
 from modules.errors import ValidationError
 
 # Let's Encrypt's limit of names on one certificate.
@@ -63,3 +63,12 @@ def plan_names(
     if reasons:
         raise ValidationError("mail.acme certificate names", reasons)
     return plan
+
+
+def plan_for_stack(config: StackConfig) -> dict[str, list[str]]:
+    """The certificate names of every fleet node of ``config`` (node names from the fleet, fqdn by rDNS)."""
+    from modules.ansible.mailhosts import domains_by_node
+
+    fleet = config.fleet
+    hostnames = {node: fleet.node_fqdn(node) or "" for node in fleet.node_names()}
+    return plan_names(hostnames, domains_by_node(config), [zone.name for zone in config.dns.zones])

@@ -14,6 +14,8 @@ from typing import Any
 
 import pulumi
 
+from modules.acme import names as acme_names
+from modules.acme import settings as acme_settings
 from modules.ansible.resources import AnsiblePlaybook
 from modules.config.model import StackConfig
 from modules.secrets.resources import GeneratedSecret
@@ -49,6 +51,7 @@ def domains_by_node(config: StackConfig) -> dict[str, list[str]]:
 def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per host: its domains, and one sending IP (its own) whose transport carries them."""
     by_node = domains_by_node(config)
+    certified = acme_names.plan_for_stack(config) if acme_settings.enabled(config) else {}
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -69,6 +72,8 @@ def plan_host_vars(config: StackConfig, inventory: list[Mapping[str, Any]]) -> d
             "opendkim_domains": domains,
             "dovecot_domains": domains,
         }
+        if name in certified:
+            host_vars[name]["acme_names"] = certified[name]
     return host_vars
 
 
@@ -81,6 +86,7 @@ def playbook_vars(config: StackConfig) -> dict[str, Any]:
         "postfix_tls_min_version": mail.tls_min_version,
         "postfix_message_size_limit_mb": mail.message_size_limit_mb,
         "dovecot_tls_min_version": mail.tls_min_version,
+        **acme_settings.role_vars(config),
     }
 
 
@@ -105,6 +111,8 @@ class MailHosts(pulumi.ComponentResource):
         mail_dns: Any | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        if acme_settings.enabled(config):
+            acme_names.plan_for_stack(config)  # certificate names that cannot work fail before any resource
         super().__init__("penguinmails:ansible:MailHosts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         hosts = pulumi.Output.from_input(inventory)
@@ -133,6 +141,10 @@ class MailHosts(pulumi.ComponentResource):
             secret_vars = pulumi.Output.all(users, keys).apply(
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )
+            if acme_settings.enabled(config):
+                secret_vars = pulumi.Output.all(secret_vars, acme_settings.tsig_secret_output(config)).apply(
+                    lambda values: {**values[0], "acme_tsig_secret": values[1]}
+                )
         dev = config.environment == "dev"
         self.playbook = AnsiblePlaybook(
             f"{name}-playbook",

@@ -27,6 +27,7 @@ import ssl
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -50,6 +51,17 @@ ACME_KEY = "penguinmails-acme-test"
 MAIN_KEY = "penguinmails-main-test"
 TLS_PORTS = (25, 465, 587, 993)
 IMPLICIT_TLS = {465, 993}
+
+
+def changed_tasks(run) -> list[str]:
+    """``host: task`` for every change of a run (from its artifacts), to say what broke idempotence."""
+    found = []
+    for path in sorted(Path(run.artifact_dir).glob("job_events/*.json")):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+            found.append(f"{data.get('host')}: {data.get('task')}")
+    return found
 
 
 def _exec(lab: Lab, host: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -205,7 +217,7 @@ def test_first_converge_issues_and_second_changes_nothing(acme):
     first, second = acme["runs"]
     for node in acme["hosts"]:
         assert first.hosts[node].changed > 10 and first.hosts[node].failed == 0
-        assert second.hosts[node].changed == 0, second.host_results()
+        assert second.hosts[node].changed == 0, changed_tasks(second)
     print(f"\nconverge (2 hosts, with issuance): {first.wall:.1f} s; re-run: {second.wall:.1f} s")
 
 
@@ -282,41 +294,53 @@ def test_narrow_key_writes_only_acme_challenge_txt_of_certified_names(acme):
 
 
 def test_testssl_finds_trusted_chain_tls12_floor_and_no_weak_cipher(acme, tmp_path):
-    """testssl.sh 3.0 on all four ports at once: protocols (-p), cipher classes (-s), server defaults (-S)."""
+    """testssl.sh 3.0 on all four ports at once: protocols (-p), cipher classes (-s), server defaults (-S).
+
+    It connects to the host's IP (``--ip``) but checks the certificate against the host's name. Two
+    findings are the dev CA's, not the host's, and are allowed: Pebble puts no OCSP or CRL address in its
+    certificates (``cert_revocation``) and makes them last five years (``cert_validityPeriod``).
+    """
     binary = shutil.which("testssl") or shutil.which("testssl.sh")
     assert binary, "testssl.sh is not installed (Debian package testssl.sh; tools/bootstrap.sh installs it)"
-    ip = acme["hosts"]["mx-1"]["ip"]
+    ip, name = acme["hosts"]["mx-1"]["ip"], acme["names"]["mx-1"][0]
 
     def scan(port: int) -> tuple[int, list[dict], float]:
         out = tmp_path / f"testssl-{port}.json"
         command = [binary, "--quiet", "--color", "0", "--warnings", "off", "--add-ca", acme["cafile"],
-                   "-p", "-s", "-S", "--jsonfile", str(out)]  # fmt: skip
+                   "--ip", ip, "-p", "-s", "-S", "--jsonfile", str(out)]  # fmt: skip
         if port in (25, 587):
             command += ["--starttls", "smtp"]
         started = time.monotonic()
-        subprocess.run([*command, f"{ip}:{port}"], capture_output=True, text=True, timeout=900)
+        subprocess.run([*command, f"{name}:{port}"], capture_output=True, text=True, timeout=900)
         return port, json.loads(out.read_text()), time.monotonic() - started
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(scan, TLS_PORTS))
+    weak = (
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+    )
     for port, findings, seconds in results:
         by_id = {f["id"]: f for f in findings}
-        print(f"\ntestssl.sh {ip}:{port}: {seconds:.0f} s")
+        print(f"\ntestssl.sh {name}:{port}: {seconds:.0f} s")
         for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
             assert by_id[old]["finding"].startswith("not offered"), (port, by_id[old])
         assert by_id["TLS1_2"]["finding"].startswith("offered"), (port, by_id["TLS1_2"])
         chain = [f for f in findings if f["id"].startswith("cert_chain_of_trust")]
         assert chain and all(f["severity"] == "OK" for f in chain), (port, chain)
-        weak = (
-            "cipherlist_NULL",
-            "cipherlist_aNULL",
-            "cipherlist_EXPORT",
-            "cipherlist_LOW",
-            "cipherlist_3DES_IDEA",
-        )
+        trust = [f for f in findings if f["id"].startswith("cert_trust")]
+        assert trust and all(f["severity"] == "OK" for f in trust), (port, trust)
         for cls in weak:
             assert by_id[cls]["finding"] == "not offered", (port, by_id[cls])
-        assert not [f for f in findings if f["severity"] in ("HIGH", "CRITICAL")], port
+        serious = [
+            f for f in findings
+            if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
+            and not f["id"].startswith(("cert_revocation", "cert_validityPeriod"))
+        ]  # fmt: skip
+        assert not serious, (port, serious)
 
 
 def _imap_has(ip: str, user: str, password: str, marker: str, cafile: str, timeout: float = 60) -> bool:
@@ -422,7 +446,8 @@ def test_forced_reissue_of_a_two_node_fleet(acme):
 def test_changed_name_set_reissues_and_rerun_is_idempotent(acme):
     domains = {**acme["domains"], "mx-1": [*acme["domains"]["mx-1"], acme["later_domain"]]}
     changed = acme["converge"](domains)
-    assert changed.hosts["mx-1"].changed >= 1 and changed.hosts["mx-2"].changed == 0, changed.host_results()
+    assert changed.hosts["mx-1"].changed >= 1 and changed.hosts["mx-2"].changed == 0, changed_tasks(changed)
+    assert "mx-1: Ensure the certificate covers the host's names (certbot, DNS-01)." in changed_tasks(changed)
     wanted = host_names(acme["hosts"]["mx-1"]["fqdn"], domains["mx-1"])
     ip = acme["hosts"]["mx-1"]["ip"]
     for name in wanted:
@@ -430,4 +455,4 @@ def test_changed_name_set_reissues_and_rerun_is_idempotent(acme):
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted(wanted)
     again = acme["converge"](domains)
-    assert all(stats.changed == 0 for stats in again.hosts.values()), again.host_results()
+    assert all(stats.changed == 0 for stats in again.hosts.values()), changed_tasks(again)

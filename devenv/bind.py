@@ -10,6 +10,11 @@ folder, port, zone list and key name (``BindService(root=…, port=…, zones=[�
 instance under the repository); otherwise (pytest's private temp folders) it stays root. A statistics
 channel on ``stats_port`` (default: port + 1) reports the messages the server received, which tests use
 to count update messages from the server's side.
+
+ACME: a second, narrow TSIG key (``acme-tsig.key``, name ``penguinmails-acme-dev``) may only add or delete
+TXT records at ``_acme-challenge.<name>`` for the names the hosts certify (the dev stack's names from
+``Pulumi.dev.yaml``, plus ``acme.names.extra``), so a mail host never holds the zone-wide key. Podman hosts
+send those updates to 10.88.0.1 (podman's bridge), so the server also listens and answers there.
 """
 
 from __future__ import annotations
@@ -33,8 +38,30 @@ from modules.errors import DevenvError
 
 BIND_PORT = 5353
 KEY_NAME = "penguinmails-dev"
+ACME_KEY_NAME = "penguinmails-acme-dev"
+# podman's default bridge: the hosts reach this machine there. named picks the address up when the bridge
+# appears later (automatic-interface-scan).
+PODMAN_GATEWAY = "10.88.0.1"
+PODMAN_NETWORK = "10.88.0.0/16"
 DEFAULT_ZONES = ("penguinmails.test",)
 _ZONE_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+
+
+def dev_stack_acme_names(path: Path = REPO_ROOT / "Pulumi.dev.yaml") -> list[str]:
+    """Names the dev stack's hosts certify (``modules.acme.names``); empty when the file does not validate."""
+    from modules.acme.names import plan_names
+    from modules.ansible.mailhosts import domains_by_node
+    from modules.config.loader import load_stack_file
+    from modules.errors import ToolkitError
+
+    try:
+        config = load_stack_file(path)
+        fleet = config.fleet
+        hostnames = {node: fleet.node_fqdn(node) or "" for node in fleet.node_names()}
+        plan = plan_names(hostnames, domains_by_node(config), [z.name for z in config.dns.zones])
+    except (OSError, ToolkitError, ValueError):
+        return []
+    return sorted({name for names in plan.values() for name in names})
 
 
 def dev_stack_zones(port: int, path: Path = REPO_ROOT / "Pulumi.dev.yaml") -> list[str]:
@@ -64,9 +91,15 @@ class BindService(Service):
         zones: Iterable[str] | None = None,
         key_name: str = KEY_NAME,
         stats_port: int | None = None,
+        acme_names: Iterable[str] | None = None,
+        acme_key_name: str = ACME_KEY_NAME,
     ):
         super().__init__(root, port)
         self.key_name = key_name
+        self.acme_key_name = acme_key_name
+        self.fixed_acme_names = (
+            [n.rstrip(".").lower() for n in acme_names] if acme_names is not None else None
+        )
         self.fixed_zones = [z.rstrip(".").lower() for z in zones] if zones is not None else None
         self.stats_port = stats_port or self.port + 1
 
@@ -83,6 +116,36 @@ class BindService(Service):
     def extra_zones_file(self) -> Path:
         return self.dir / "zones.extra"
 
+    @property
+    def acme_key_file(self) -> Path:
+        return self.dir / "acme-tsig.key"
+
+    @property
+    def extra_acme_names_file(self) -> Path:
+        return self.dir / "acme.names.extra"
+
+    def acme_names(self) -> list[str]:
+        """Names whose ``_acme-challenge`` TXT the ACME key may write."""
+        names = list(self.fixed_acme_names) if self.fixed_acme_names is not None else dev_stack_acme_names()
+        if self.extra_acme_names_file.exists():
+            names += [line.strip().lower() for line in self.extra_acme_names_file.read_text().splitlines()]
+        valid = []
+        for name in dict.fromkeys(n.rstrip(".") for n in names if n.strip()):
+            if not _ZONE_RE.match(name):
+                raise DevenvError(f"bind: {name!r} is not a valid name for an ACME grant")
+            valid.append(name)
+        return valid
+
+    def acme_grants(self, zone: str) -> list[str]:
+        """update-policy rules of ``zone`` for the ACME key: TXT at ``_acme-challenge.<name>`` only."""
+        zones = self.zones()
+        rules = []
+        for name in self.acme_names():
+            inside = [z for z in zones if name == z or name.endswith("." + z)]
+            if inside and max(inside, key=len) == zone:
+                rules.append(f"grant {self.acme_key_name} name _acme-challenge.{name}. TXT;")
+        return rules
+
     def zones(self) -> list[str]:
         if self.fixed_zones is not None:
             zones = list(self.fixed_zones)
@@ -98,23 +161,29 @@ class BindService(Service):
         return valid
 
     def ensure_key(self) -> None:
-        """Make the TSIG key once (``tsig-keygen``), readable by the ``bind`` group only."""
-        if self.key_file.exists():
+        """Make the TSIG keys once (``tsig-keygen``), readable by the ``bind`` group only."""
+        self._ensure_key_file(self.key_file, self.key_name)
+        self._ensure_key_file(self.acme_key_file, self.acme_key_name)
+
+    def _ensure_key_file(self, path: Path, name: str) -> None:
+        if path.exists() and (path == self.key_file or f'key "{name}"' in path.read_text()):
             return
         binary = shutil.which("tsig-keygen") or "/usr/sbin/tsig-keygen"
         if not Path(binary).exists():
             raise DevenvError("tsig-keygen is not installed (run `make bootstrap`; Debian package bind9)")
-        result = subprocess.run([binary, "-a", "hmac-sha256", self.key_name], capture_output=True, text=True)
+        result = subprocess.run([binary, "-a", "hmac-sha256", name], capture_output=True, text=True)
         if result.returncode != 0:
             raise DevenvError(f"bind: tsig-keygen failed: {result.stderr.strip()}")
-        self.key_file.write_text(result.stdout)
-        self.key_file.chmod(0o640)
+        path.write_text(result.stdout)
+        path.chmod(0o640)
 
-    def tsig_secret(self) -> str:
-        self.ensure_key()
-        match = re.search(r'secret\s+"([^"]+)"', self.key_file.read_text())
+    def tsig_secret(self, acme: bool = False) -> str:
+        """The zone-wide key's secret, or (``acme``) the narrow ACME key's."""
+        path = self.acme_key_file if acme else self.key_file
+        self._ensure_key_file(path, self.acme_key_name if acme else self.key_name)
+        match = re.search(r'secret\s+"([^"]+)"', path.read_text())
         if not match:
-            raise DevenvError(f"bind: no secret in {self.key_file}")
+            raise DevenvError(f"bind: no secret in {path}")
         return match.group(1)
 
     def zone_file(self, zone: str) -> Path:
@@ -144,16 +213,17 @@ class BindService(Service):
         lines = [
             "// Written by devenv/bind.py; regenerated on every start.",
             f'include "{self.key_file}";',
+            f'include "{self.acme_key_file}";',
             "options {",
             f'  directory "{d}";',
             f'  pid-file "{self.pid_file}";',
             f'  session-keyfile "{d / "session.key"}";',
             f'  managed-keys-directory "{d}";',
-            f"  listen-on port {self.port} {{ {self.host}; }};",
+            f"  listen-on port {self.port} {{ {self.host}; {PODMAN_GATEWAY}; }};",
             "  listen-on-v6 { none; };",
             "  recursion no;",
             "  dnssec-validation no;",
-            f"  allow-query {{ {self.host}; }};",
+            f"  allow-query {{ {self.host}; {PODMAN_NETWORK}; }};",
             "  allow-transfer { none; };",
             "  notify no;",
             "};",
@@ -170,7 +240,7 @@ class BindService(Service):
         for zone in self.zones():
             lines.append(
                 f'zone "{zone}" {{ type primary; file "zones/{zone}.db"; '
-                f"update-policy {{ grant {self.key_name} zonesub ANY; }}; "
+                f"update-policy {{ {' '.join([f'grant {self.key_name} zonesub ANY;', *self.acme_grants(zone)])} }}; "
                 f"allow-transfer {{ key {self.key_name}; }}; }};"
             )
         return "\n".join(lines) + "\n"
@@ -289,6 +359,11 @@ class BindService(Service):
             values["PENGUINMAILS_TSIG_SECRET"] = self.tsig_secret()
         except DevenvError:
             pass  # BIND not installed yet: `make bootstrap` comes first
+        # What the hosts' certbot uses: the narrow key, and the server at the address podman hosts reach.
+        values["PENGUINMAILS_ACME_TSIG_KEY_NAME"] = self.acme_key_name
+        values["PENGUINMAILS_ACME_DNS_SERVER"] = PODMAN_GATEWAY
+        if self.acme_key_file.exists():
+            values["PENGUINMAILS_ACME_TSIG_SECRET"] = self.tsig_secret(acme=True)
         return values
 
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 from devenv.base import Service, ServiceStatus
 from devenv.bind import BindService
 from devenv.hostwinds import HostwindsService
+from devenv.pebble import PebbleService
 from devenv.postgres import PostgresService
 from devenv.redis import RedisService
 from modules.errors import ToolkitError
 
-SERVICE_CLASSES: list[type[Service]] = [RedisService, HostwindsService, PostgresService, BindService]
+# Pebble after BIND: it resolves DNS-01 challenges there.
+SERVICE_CLASSES: list[type[Service]] = [
+    RedisService,
+    HostwindsService,
+    PostgresService,
+    BindService,
+    PebbleService,
+]
 
 
 def services(names: list[str] | None = None) -> list[Service]:

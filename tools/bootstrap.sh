@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(redis-server postgresql-15 postgresql-client-15 postgresql-15-cron bind9 bind9-utils podman runc
-          debootstrap uidmap slirp4netns iproute2 openssh-client sshpass)
+          debootstrap uidmap slirp4netns iproute2 openssh-client sshpass pebble testssl.sh)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

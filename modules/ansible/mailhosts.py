@@ -17,6 +17,8 @@ from typing import Any
 
 import pulumi
 
+from modules.acme import names as acme_names
+from modules.acme import settings as acme_settings
 from modules.ansible.resources import AnsiblePlaybook
 from modules.config.model import StackConfig
 from modules.dns import generate
@@ -128,6 +130,7 @@ def plan_host_vars(
     receiving = receiving_domains_by_node(config)
     tenants_by_node = tenant_domains_by_node(config)
     policies = mta_sts_policies or {}
+    certified = acme_names.plan_for_stack(config) if acme_settings.enabled(config) else {}
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -156,6 +159,8 @@ def plan_host_vars(
         if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
             host_vars[name]["postfix_virtual_domains"] = receiving[name]
             host_vars[name]["dovecot_domains"] = receiving[name]
+        if name in certified:
+            host_vars[name]["acme_names"] = certified[name]
     return host_vars
 
 
@@ -174,6 +179,7 @@ def playbook_vars(config: StackConfig) -> dict[str, Any]:
         "postfix_tls_min_version": mail.tls_min_version,
         "postfix_message_size_limit_mb": mail.message_size_limit_mb,
         "dovecot_tls_min_version": mail.tls_min_version,
+        **acme_settings.role_vars(config),
     }
 
 
@@ -198,6 +204,8 @@ class MailHosts(pulumi.ComponentResource):
         mail_dns: Any | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        if acme_settings.enabled(config):
+            acme_names.plan_for_stack(config)  # certificate names that cannot work fail before any resource
         super().__init__("penguinmails:ansible:MailHosts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         hosts = pulumi.Output.from_input(inventory)
@@ -244,6 +252,10 @@ class MailHosts(pulumi.ComponentResource):
             secret_vars = pulumi.Output.all(users, keys).apply(
                 lambda values: {"dovecot_users": values[0], "opendkim_keys": values[1]}
             )
+            if acme_settings.enabled(config):
+                secret_vars = pulumi.Output.all(secret_vars, acme_settings.tsig_secret_output(config)).apply(
+                    lambda values: {**values[0], "acme_tsig_secret": values[1]}
+                )
         dev = config.environment == "dev"
         policies = dict(getattr(mail_dns, "mta_sts_policies", None) or {})
         self.playbook = AnsiblePlaybook(

@@ -34,6 +34,8 @@ SELECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 TIERS = ("oltp", "content", "analytics", "queue")
 # Secret config values (``pulumi config set --secret KEY``); they never pass through the model.
 SECRET_KEYS = ("hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret")
+# mail.acme's narrow DNS-01 key (added on its own line so other sections' keys merge cleanly).
+SECRET_KEYS += ("acmeTsigSecret",)
 # What ``secretsFromEnv`` may name: every secret key, and one PostgreSQL admin password per tier.
 SECRETS_FROM_ENV_KEYS = (*SECRET_KEYS, *(f"postgresAdminPassword.{tier}" for tier in TIERS))
 # The devenv exports PENGUINMAILS_* variables; a staging or production stack must never read them.
@@ -457,6 +459,62 @@ class ReportsConfig(Strict):
         return f"{self.tls_rpt_mailbox}@{self.domain}"
 
 
+# Let's Encrypt's staging directory: where a stack's hosts get certificates unless mail.acme says otherwise.
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+class AcmeConfig(Strict):
+    """ACME certificates for the mail hosts (certbot, DNS-01 through RFC 2136).
+
+    The TSIG key is a narrow one (TXT at ``_acme-challenge.<name>`` only), secret config
+    ``acmeTsigSecret``; never the zones' ``tsigSecret``. A dev stack takes the directory, the key and the
+    DNS address from the devenv (Pebble, BIND) instead.
+    """
+
+    directory_url: str = LETSENCRYPT_STAGING
+    contact_email: str
+    tsig_key_name: str = "penguinmails-acme-dev"
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    # The DNS primary as the hosts reach it (the podman bridge in dev).
+    dns_server: str = "10.88.0.1"
+    dns_port: int = Field(default=5353, ge=1, le=65535)
+    propagation_seconds: int = Field(default=30, ge=0, le=3600)
+    renew_before_expiry_days: int = Field(default=30, ge=1, le=365)
+    key_type: Literal["ecdsa", "rsa"] = "ecdsa"
+
+    @field_validator("directory_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https://[^\s/]+(/\S*)?$", value):
+            raise ValueError("must be an https:// URL of an ACME directory")
+        return value
+
+    @field_validator("contact_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+            raise ValueError("must be an e-mail address such as hostmaster@example.com")
+        return value
+
+    @field_validator("tsig_key_name")
+    @classmethod
+    def _key_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", value):
+            raise ValueError("must be a TSIG key name (letters, digits, '.', '_' or '-')")
+        return value
+
+    @field_validator("dns_server")
+    @classmethod
+    def _server_is_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                "must be an IP address (RFC 2136 updates go to the primary by address)"
+            ) from None
+        return value
+
+
 class MailConfig(Strict):
     flavor: Literal["native", "mailu"] = "native"
     hostname_prefix: str = "mail"
@@ -473,6 +531,8 @@ class MailConfig(Strict):
     )
     dkim_key_bits: int = Field(default=2048, ge=2048, le=4096)
     dkim_rotation_overlap_days: float = Field(default=7, ge=0, le=90)
+    # ACME certificates for the hosts (native flavor); none keeps the common role's certificate.
+    acme: AcmeConfig | None = None
     reports: ReportsConfig | None = None
 
     @model_validator(mode="after")

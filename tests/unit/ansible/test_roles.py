@@ -15,7 +15,7 @@ import yaml
 
 from modules.ansible.runner import ANSIBLE_DIR
 
-ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts")
+ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts", "acme")
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
     "common_tls_private_key",
@@ -28,6 +28,7 @@ SECRET_VARS = (
     "redis_tls_private_key",
     "redis_acl_users",
     "redis_acl_user",
+    "acme_tsig_secret",
 )
 
 
@@ -150,6 +151,7 @@ def test_playbooks_keep_mailu_and_native_hosts_apart():
     assert "'mailhosts' not in group_names" in mailu["pre_tasks"][0]["ansible.builtin.assert"]["that"]
     assert {r["role"] for r in native["roles"]} == {
         "common",
+        "acme",
         "postfix",
         "dovecot",
         "spamassassin",

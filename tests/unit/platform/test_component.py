@@ -62,7 +62,7 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
     # before counting what was declared.
     passwords = [secret for roles in platform.tier_passwords.values() for secret in roles.values()]
     return pulumi.Output.all(
-        platform.redis_url, pulumi.Output.is_secret(platform.redis_url), *passwords
+        platform.redis_url, pulumi.Output.is_secret(platform.redis_url), platform.redis_user.id, *passwords
     ).apply(lambda args: check(args[:2]))
 
 

@@ -59,6 +59,13 @@ MAIL_PACKAGES = (
     "spamass-milter",
     "opendkim",
     "opendkim-tools",
+    # What the roles install next to those (the sender milter, the MTA-STS web server, the ACME client and
+    # its scheduler), baked in so a dev host's first converge does not spend minutes in apt.
+    "python3-milter",
+    "nginx-light",
+    "certbot",
+    "python3-certbot-dns-rfc2136",
+    "cron",
 )
 MAIL_SERVICES = ("postfix", "dovecot", "spamd", "spamass-milter", "opendkim")
 IMAGE_NAMES = {

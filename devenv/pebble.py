@@ -23,6 +23,7 @@ short-lived profiles), so renewals are driven from the client side: certbot's ``
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from devenv.base import Service, ServiceStatus, wait_until
 from devenv.bind import BIND_PORT
+from devenv.podman_hosts import ensure_default_bridge
 from modules.errors import DevenvError
 
 PEBBLE_PORT = 14000
@@ -208,7 +210,11 @@ class PebbleService(Service):
         self.pid_file.write_text(str(process.pid))
 
     def start(self) -> ServiceStatus:
-        # Started on loopback before podman's bridge existed: move onto the bridge so hosts reach it.
+        # The hosts reach the CA on podman's bridge: make it exist (a fresh machine has none until the first
+        # container). Started on loopback before the bridge existed: move onto it.
+        with contextlib.suppress(FileNotFoundError):  # no podman here: loopback only, as status says
+            ensure_default_bridge()
+        self.host = PODMAN_GATEWAY if address_is_local(PODMAN_GATEWAY) else "127.0.0.1"
         if self.running() and self._listening_host() != self.host:
             self.stop()
         super().start()

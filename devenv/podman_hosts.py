@@ -76,6 +76,38 @@ def _podman(*args: str, timeout: int = PODMAN_TIMEOUT, check: bool = True) -> su
     return done
 
 
+def ensure_default_bridge(network: str = "podman") -> str | None:
+    """Make podman's default bridge (or ``network``'s) exist now, with its gateway address; the gateway,
+    or None if podman does not say which it is.
+
+    podman's network plugin creates the bridge only when the first container starts, but services the
+    hosts must reach (the ACME CA) listen on the gateway address from the moment they start, which on a
+    fresh machine comes first. The plugin adopts a bridge that already exists with its name and gateway.
+    """
+    found = _podman(
+        "network", "inspect", network, "--format",
+        "{{.NetworkInterface}} {{range .Subnets}}{{.Gateway}} {{.Subnet}} {{end}}",
+        check=False,
+    )  # fmt: skip
+    parts = found.stdout.split()
+    if found.returncode != 0 or len(parts) < 3:
+        return None
+    bridge, gateway, subnet = parts[0], parts[1], parts[2]
+    prefix = subnet.rsplit("/", 1)[1]
+    if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
+        for command in (
+            ["ip", "link", "add", bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{gateway}/{prefix}", "dev", bridge],
+            ["ip", "link", "set", bridge, "up"],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise DevenvError(
+                    f"podman bridge {bridge}: {' '.join(command)} failed: {done.stderr.strip()}"
+                )
+    return gateway
+
+
 def public_key_problems(key: str) -> list[str]:
     """Why ``key`` is not one OpenSSH public key line (``<type> <base64> [comment]``); empty if it is."""
     if "\n" in key or "\r" in key or "\0" in key:

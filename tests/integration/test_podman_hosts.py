@@ -215,3 +215,40 @@ def test_mail_daemons_bind_their_ports_with_the_default_capabilities(mail_hosts)
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
                 with context.wrap_socket(conn) as tls:
                     assert tls.recv(64).startswith(b"* OK")
+
+
+def test_a_bridge_made_before_the_first_container_is_the_one_podman_uses(hosts):
+    """What a fresh machine's devenv does for podman's default network (the ACME CA listens on its
+    gateway before any host exists), on a network of this test's own."""
+    from devenv.podman_hosts import ensure_default_bridge
+
+    image = hosts.ensure_image()
+    third = 100 + secrets.randbelow(150)
+    network = f"pm-bridge-{secrets.token_hex(3)}"
+    subprocess.run(
+        ["podman", "network", "create", "--subnet", f"10.89.{third}.0/24", "--gateway", f"10.89.{third}.1",
+         network],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    bridge = subprocess.run(
+        ["podman", "network", "inspect", network, "--format", "{{.NetworkInterface}}"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    listener = None
+    try:
+        assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+        assert ensure_default_bridge(network) == f"10.89.{third}.1"
+        assert ensure_default_bridge(network) == f"10.89.{third}.1"  # a second call changes nothing
+        listener = socket.create_server((f"10.89.{third}.1", 0))  # the address is this machine's now
+        port = listener.getsockname()[1]
+        reached = subprocess.run(
+            ["podman", "run", "--rm", "--network", network, image, "python3", "-c",
+             f"import socket; socket.create_connection(('10.89.{third}.1', {port}), timeout=5); print('ok')"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert reached.stdout.strip() == "ok", reached.stderr
+    finally:
+        if listener is not None:
+            listener.close()
+        subprocess.run(["podman", "network", "rm", "-f", network], capture_output=True, timeout=60)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)

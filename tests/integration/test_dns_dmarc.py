@@ -19,7 +19,7 @@ from modules.dns.generate import NodeAddresses, check_mail_dns, plan_mail_dns
 from modules.dns.records import reverse_name
 from modules.dns.resources import DnsRecordSetProvider
 from modules.dns.rfc2136 import Change
-from modules.dns.verify import verify
+from modules.dns.verify import CHECKS, verify
 from tests.support.dns import lookup, out_of_band, private_bind, provider_env, recordset_props
 
 pytestmark = pytest.mark.services
@@ -93,9 +93,13 @@ def published(tmp_path_factory):
             mp.undo()
 
 
+# No host serves the MTA-STS policy here: that check fetches it over HTTPS (tests/integration/test_mta_sts.py).
+DNS_ONLY = [check for check in CHECKS if check != "MTA-STS"]
+
+
 def _verify(published, checks=None):
-    kwargs = {"checks": checks} if checks else {}
-    return {r.domain: r for r in verify(published["plan"].expectations, lookup(published["bind"]), **kwargs)}
+    found = verify(published["plan"].expectations, lookup(published["bind"]), checks=checks or DNS_ONLY)
+    return {r.domain: r for r in found}
 
 
 def test_the_generated_records_pass_every_check_on_the_live_server(published):

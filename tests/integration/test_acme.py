@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import dkim
 import dns.message
 import dns.query
 import dns.rcode
@@ -42,6 +43,9 @@ from devenv.pebble import PODMAN_GATEWAY, PebbleService
 from modules.acme.names import host_names
 from modules.ansible import runner
 from modules.dns import dkim as dns_dkim
+from modules.dns import dmarc as dns_dmarc
+from modules.dns import spf as dns_spf
+from modules.dns.lookup import ServerLookup
 from tests.infra.support import Lab, native_host_vars
 
 # Two hosts converged four times on a shared 2-core machine: more than the suite's 900 s per test.
@@ -202,6 +206,7 @@ def acme(tmp_path_factory):
             "converge": converge,
             "cafile": str(pebble.ca_bundle_file),
             "secrets": secret_vars,
+            "dkim_keys": dkim_keys,
         }
     finally:
         try:
@@ -366,6 +371,76 @@ def _renewal_job(lab: Lab, node: str) -> str:
     job = next(line for line in text.splitlines() if re.match(r"^[0-9*]", line))
     command = job.split(None, 6)[6]
     return " ".join(f"export {line};" for line in env) + " " + command
+
+
+class _ImapByName(imaplib.IMAP4_SSL):
+    """IMAPS to an address, with the certificate checked for a name (imaplib checks the address)."""
+
+    def __init__(self, ip: str, name: str, context: ssl.SSLContext):
+        self._name = name
+        super().__init__(ip, 993, ssl_context=context, timeout=30)
+
+    def _create_socket(self, timeout):
+        raw = socket.create_connection((self.host, self.port), timeout)
+        return self.ssl_context.wrap_socket(raw, server_hostname=self._name)
+
+
+def test_a_tenant_mail_end_to_end_is_trusted_signed_authorised_and_aligned(acme):
+    """Submission on 587 and IMAPS both validated against the dev CA *by name*, a DKIM signature dkimpy
+    verifies against the key in DNS, SPF passing for the host's IP and DMARC aligned on both."""
+    bind, zone, node = acme["bind"], acme["zone"], "mx-1"
+    ip, domain = acme["hosts"][node]["ip"], acme["domains"][node][0]
+    users = acme["users"][domain]
+    private = next(k["private_key"] for k in acme["dkim_keys"] if k["domain"] == domain)
+    records = {
+        f"pm1._domainkey.{domain}.": dns_dkim.dkim_txt(dns_dkim.public_from_private(private)),
+        f"{domain}.": f"v=spf1 ip4:{ip} -all",
+        f"_dmarc.{domain}.": "v=DMARC1; p=reject",
+    }
+
+    def publish(update) -> None:
+        for name, text in records.items():
+            update.replace(
+                name, 300, "TXT", " ".join(f'"{text[i : i + 250]}"' for i in range(0, len(text), 250))
+            )
+
+    assert _update(bind, zone, MAIN_KEY, bind.tsig_secret(), publish) == dns.rcode.NOERROR
+    marker = f"e2e-{uuid.uuid4().hex}"
+    context = _context(acme["cafile"])  # chain *and* name
+    smtp = smtplib.SMTP(ip, 587, timeout=60, local_hostname="client.test")
+    smtp._host = f"mail.{domain}"  # the name STARTTLS checks the certificate for
+    smtp.starttls(context=context)
+    assert smtp.sock.version() in ("TLSv1.2", "TLSv1.3")
+    smtp.login(f"alice@{domain}", users["alice"])
+    message = (
+        f"From: alice@{domain}\r\nTo: bob@{domain}\r\nSubject: {marker}\r\n"
+        f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{marker}@{domain}>\r\n\r\nend to end\r\n"
+    )
+    smtp.sendmail(f"alice@{domain}", [f"bob@{domain}"], message)
+    smtp.quit()
+
+    raw = b""
+    deadline = time.monotonic() + 60
+    while not raw and time.monotonic() < deadline:
+        with _ImapByName(ip, f"mail.{domain}", _context(acme["cafile"])) as imap:
+            imap.login(f"bob@{domain}", users["bob"])
+            imap.select("INBOX")
+            _, found = imap.search(None, "SUBJECT", f'"{marker}"')
+            if found[0]:
+                _, data = imap.fetch(found[0].split()[-1], "(RFC822)")
+                raw = data[0][1]
+        time.sleep(0.5 if not raw else 0)
+    assert raw, "the message did not arrive"
+
+    lookup = ServerLookup("127.0.0.1", bind.port, timeout=5)
+    txt = lambda name, timeout=5: "".join(lookup(name.decode().rstrip("."), "TXT").values).encode()  # noqa: E731
+    signature = dkim.DKIM(raw)
+    assert signature.verify(dnsfunc=txt), "dkimpy could not verify the signature against the key in DNS"
+    assert signature.domain.decode() == domain  # d= is the From: domain: DKIM-aligned
+    assert dns_spf.evaluate(domain, ip, lookup).result == "pass"  # envelope alice@<domain>: SPF-aligned
+    assert dns_spf.evaluate(domain, "10.88.254.254", lookup).result == "fail"
+    tags, problems = dns_dmarc.parse_dmarc("".join(lookup(f"_dmarc.{domain}", "TXT").values))
+    assert tags["p"] == "reject" and not problems
 
 
 def test_scheduled_renewal_renews_near_expiry_reloads_and_keeps_mail_flowing(acme):

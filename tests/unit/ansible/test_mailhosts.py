@@ -162,12 +162,14 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
     return hosts.playbook.urn.apply(check)
 
 
+# Stands for the DNS component's private key: MailHosts passes it through untouched (no real key needed).
+ACME_PM1_KEY = "stand-in for the private key of acme.example.net/pm1"
+
+
 class _FakeMailDns:
     """What MailHosts reads from MailDns: the private keys (secret) and the published selectors."""
 
-    dkim_private_keys = pulumi.Output.secret(
-        {"acme.example.net": {"pm1": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n"}}
-    )
+    dkim_private_keys = pulumi.Output.secret({"acme.example.net": {"pm1": ACME_PM1_KEY}})
     dkim_selectors = pulumi.Output.from_input({"acme.example.net": "pm1"})
 
 
@@ -190,7 +192,7 @@ def test_mailu_gets_the_published_dkim_key_and_selector_and_the_report_mailboxes
             {
                 "domain": "acme.example.net",
                 "selector": "pm1",
-                "private_key": "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n",
+                "private_key": ACME_PM1_KEY,
             }
         ]
         addresses = [u["address"] for u in secret["mailu_users"]]

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from modules.secrets import tls
 
@@ -63,7 +64,11 @@ def test_the_ca_signs_servers_only_and_keys_are_pkcs8():
     ca_pem, ca_key = tls.make_ca(tls.CaSpec("unit CA"))
     ca = x509.load_pem_x509_certificate(ca_pem.encode())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
-    assert ca_key.startswith("-----BEGIN PRIVATE KEY-----")
+    key = serialization.load_pem_private_key(ca_key.encode(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert pkcs8.decode() == ca_key
 
 
 @pytest.mark.parametrize(

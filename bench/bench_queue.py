@@ -1,7 +1,8 @@
 """The hybrid queue end to end against the floor of the server, side by side in one run.
 
 * floor: a plain ``DELETE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT 10) RETURNING`` loop on a
-  table of the same database, 20,000 rows, 4 worker processes (what the issue measured at ~47,000 rows/s);
+  table of the same database, 20,000 rows, 4 worker processes (what the issue measured at ~47,000 rows/s),
+  from Python (psycopg, like the workers) and from ``pgbench`` (4 C clients, prepared: the server alone);
 * drain: 20,000 jobs enqueued first (app role, 100 tenants, 200 per statement), then 1, 4 and 16 worker
   processes (batch 10, one of them running the mover) claim, run and complete them all;
 * end to end: the same, with the producers enqueueing while the workers run (enqueue → complete);
@@ -16,6 +17,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
 
@@ -60,17 +65,62 @@ def _floor_worker(dsn: str, done, batch: int) -> None:
                 done.value += len(rows)
 
 
-def bench_floor(db, batch: int, workers: int = 4) -> dict[str, object]:
-    dsn = connection_url(
+def _floor_dsn(db) -> str:
+    return connection_url(
         db.target.user, db.target.password, db.target.host, db.target.port, db.database, "disable"
     )
+
+
+def _floor_table(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_floor")
         conn.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
         conn.execute(
             "INSERT INTO bench_floor (payload) SELECT jsonb_build_object('n', n) FROM generate_series(1, %s) n",
             [JOBS],
         )
         conn.execute("VACUUM ANALYZE bench_floor")
+
+
+def bench_floor_pgbench(db, batch: int, clients: int = 4) -> dict[str, object] | None:
+    """The same DELETE loop from pgbench's C clients: what the server does with no client-side cost."""
+    if shutil.which("pgbench") is None:
+        return None
+    dsn = _floor_dsn(db)
+    _floor_table(dsn)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        limit = int(batch)
+        script.write(
+            "DELETE FROM bench_floor WHERE id IN (SELECT id FROM bench_floor ORDER BY id "  # noqa: S608
+            f"LIMIT {limit} FOR UPDATE SKIP LOCKED) RETURNING id, payload;\n"
+        )
+        script.flush()
+        per_client = JOBS // batch // clients
+        out = subprocess.run(
+            [
+                *("pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients)),
+                *("-t", str(per_client), "-f", script.name, dsn),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        left = conn.execute("SELECT count(*) FROM bench_floor").fetchone()[0]
+        conn.execute("DROP TABLE bench_floor")
+    tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+    return {
+        "jobs": JOBS - left,
+        "clients": clients,
+        "batch": batch,
+        "transactions_per_s": round(tps),
+        "jobs_per_s": round(tps * batch),
+    }
+
+
+def bench_floor(db, batch: int, workers: int = 4) -> dict[str, object]:
+    dsn = _floor_dsn(db)
+    _floor_table(dsn)
     done = CTX.Value("i", 0)
     started = time.perf_counter()
     procs = [CTX.Process(target=_floor_worker, args=(dsn, done, batch)) for _ in range(workers)]
@@ -241,6 +291,7 @@ def run() -> dict:
         result: dict[str, object] = {
             "floor_skip_locked_delete_batch10": bench_floor(db, 10),
             "floor_skip_locked_delete_batch100": bench_floor(db, 100),
+            "floor_pgbench_batch10": bench_floor_pgbench(db, 10),
         }
         result["drain_4_workers_batch10"] = _run_workers(
             db, urls, namespace, "bench-4b10", 4, JOBS, produce=False, batch=10
@@ -254,6 +305,11 @@ def run() -> dict:
         floor = result["floor_skip_locked_delete_batch10"]["jobs_per_s"]
         result["drain_4_share_of_floor"] = round(result["drain_4_workers"]["jobs_per_s"] / floor, 2)
         result["end_to_end_4_share_of_floor"] = round(result["end_to_end_4_workers"]["jobs_per_s"] / floor, 2)
+        if result["floor_pgbench_batch10"]:
+            c_floor = result["floor_pgbench_batch10"]["jobs_per_s"]
+            result["drain_4_share_of_pgbench_floor"] = round(
+                result["drain_4_workers"]["jobs_per_s"] / c_floor, 2
+            )
         return result
     finally:
         teardown(db)

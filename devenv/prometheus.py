@@ -208,6 +208,9 @@ class PrometheusService(ProcessService):
             f"--storage.tsdb.retention.time={RETENTION}",
             f"--web.listen-address={self.address}",
             "--web.enable-lifecycle",  # POST /-/reload applies a changed config without a restart
+            # Resend firing alerts every evaluation (default 1 min): one sent while Alertmanager was still
+            # being discovered (first start, reload) is dropped, and tests should not wait a minute for it.
+            f"--rules.alert.resend-delay={INTERVAL}",
             "--log.level=warn",
         ]
 

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     statuses, failed = control(action, names)
     for status in statuses:
         state = "running" if status.running else "stopped"
-        print(f"{status.name:<12} {state:<8} {status.address:<22} {status.detail}")
+        print(f"{status.name:<18} {state:<8} {status.address:<22} {status.detail}")
     return 1 if failed else 0
 
 

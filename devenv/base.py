@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +123,77 @@ class Service:
 
     def _start(self) -> None:
         raise NotImplementedError
+
+
+class ProcessService(Service):
+    """A daemon that stays in the foreground (Prometheus, Alertmanager, the exporters): devenv starts it in a
+    session of its own with its output in ``<name>.log`` and keeps its pid; there is no init system here."""
+
+    binary = ""
+    package = ""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def process_env(self) -> dict[str, str]:
+        """Extra environment of the daemon: where credentials go, since ``ps`` shows the command line."""
+        return {}
+
+    def prepare(self) -> None:
+        """Write config and credentials before the daemon starts."""
+
+    def executable(self) -> str:
+        found = shutil.which(self.binary) or f"/usr/bin/{self.binary}"
+        if not Path(found).exists():
+            raise DevenvError(
+                f"{self.name}: {self.binary} is not installed (run `make bootstrap`; Debian package {self.package})"
+            )
+        return found
+
+    def pid(self) -> int | None:
+        """As the base class, but an exited child not yet reaped (a zombie of this process) is gone."""
+        pid = super().pid()
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else ""
+        except (OSError, IndexError):
+            return None
+        return None if state == "Z" else pid
+
+    def _start(self) -> None:
+        binary = self.executable()
+        self.prepare()
+        # A minimal environment: the daemon gets what it needs, not the caller's secrets.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **self.process_env()}
+        with (self.dir / f"{self.name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [binary, *self.command()],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        # Returns as soon as it listens or exits, so a refused flag or config fails at once, with its message.
+        wait_until(
+            lambda: process.poll() is not None or self.running(), f"{self.name} on {self.address}", timeout=60
+        )
+        if process.poll() is not None:
+            self.pid_file.unlink(missing_ok=True)
+            raise DevenvError(f"{self.name}: exited with {process.returncode}: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = (self.dir / f"{self.name}.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def stop(self) -> ServiceStatus:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: self.pid() is None, f"{self.name} (pid {pid}) to stop", timeout=30)
+        self.pid_file.unlink(missing_ok=True)
+        return self.status()

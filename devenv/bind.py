@@ -8,8 +8,9 @@ folder, port, zone list and key name (``BindService(root=…, port=…, zones=[�
 
 ``named`` drops to the ``bind`` user when every folder above its data can be traversed by it (the shared
 instance under the repository); otherwise (pytest's private temp folders) it stays root. A statistics
-channel on ``stats_port`` (default: port + 1) reports the messages the server received, which tests use
-to count update messages from the server's side.
+channel on ``stats_port`` (the shared server: 127.0.0.1:8053, where prometheus-bind-exporter reads it;
+private ones: port + 1) reports the messages the server received, which tests use to count update
+messages from the server's side.
 
 ACME: a second, narrow TSIG key (``acme-tsig.key``, name ``penguinmails-acme-dev``) may only add or delete
 TXT records at ``_acme-challenge.<name>`` for the names the hosts certify (the dev stack's names from
@@ -37,6 +38,8 @@ from devenv.base import REPO_ROOT, Service, ServiceStatus, wait_until
 from modules.errors import DevenvError
 
 BIND_PORT = 5353
+# The shared server's statistics channel: where prometheus-bind-exporter looks by default (issue 12).
+BIND_STATS_PORT = 8053
 KEY_NAME = "penguinmails-dev"
 ACME_KEY_NAME = "penguinmails-acme-dev"
 # podman's default bridge: the hosts reach this machine there. named picks the address up when the bridge
@@ -101,7 +104,7 @@ class BindService(Service):
             [n.rstrip(".").lower() for n in acme_names] if acme_names is not None else None
         )
         self.fixed_zones = [z.rstrip(".").lower() for z in zones] if zones is not None else None
-        self.stats_port = stats_port or self.port + 1
+        self.stats_port = stats_port or (BIND_STATS_PORT if self.port == BIND_PORT else self.port + 1)
 
     # Files -------------------------------------------------------------------------------------------
     @property

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from devenv.alert_sink import AlertSinkService
 from devenv.base import Service, ServiceStatus
 from devenv.bind import BindService
+from devenv.exporters import BindExporterService, PostgresExporterService, RedisExporterService
 from devenv.hostwinds import HostwindsService
 from devenv.pebble import PebbleService
 from devenv.postgres import PostgresService
+from devenv.prometheus import AlertmanagerService, PrometheusService
 from devenv.redis import RedisService
 from modules.errors import ToolkitError
 
-# Pebble after BIND: it resolves DNS-01 challenges there.
+# Pebble after BIND: it resolves DNS-01 challenges there. Monitoring after the servers it watches, the sink
+# before Alertmanager, and Prometheus last so its first scrape finds every exporter up.
 SERVICE_CLASSES: list[type[Service]] = [
     RedisService,
     HostwindsService,
     PostgresService,
     BindService,
     PebbleService,
+    AlertSinkService,
+    AlertmanagerService,
+    PostgresExporterService,
+    RedisExporterService,
+    BindExporterService,
+    PrometheusService,
 ]
 
 

@@ -16,7 +16,7 @@ def _show(action: str, names: list[str] | None) -> None:
         colour = "green" if status.running else "yellow"
         state = "running" if status.running else "stopped"
         console.print(
-            f"{status.name:<12} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}"
+            f"{status.name:<18} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}"
         )
     if failed:
         raise typer.Exit(1)

@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.services]
 # Each measurement opens one connection of its own to Redis and one session in PostgreSQL.
 OWN_CONNECTIONS = {"hostwinds_calls": 0, "redis_connections": 1, "postgres_sessions": 1, "bind_requests": 0}
 # The dev services' ports (simulator, Redis, PostgreSQL, BIND and its statistics channel).
-DEV_PORTS = {8930, 6390, 5433, 5353, 5354}
+DEV_PORTS = {8930, 6390, 5433, 5353, 8053}
 PORT_NAMES = ("hostwinds", "postgres", "redis", "dns", "resolver")
 
 

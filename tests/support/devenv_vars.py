@@ -24,7 +24,7 @@ DEVENV_VARS = {
     "PENGUINMAILS_REDIS_ADMIN_PASSWORD": "devenv-redis-pw",
     "PENGUINMAILS_DNS_SERVER": "127.0.0.1",
     "PENGUINMAILS_DNS_PORT": "5353",
-    "PENGUINMAILS_DNS_STATS_PORT": "5354",
+    "PENGUINMAILS_DNS_STATS_PORT": "8053",
     "PENGUINMAILS_TSIG_KEY_NAME": "penguinmails-dev",
     "PENGUINMAILS_TSIG_SECRET": "ZGV2ZW52LXRzaWc=",
     # Not exported by the devenv, but dev-only overrides of the same kind.

@@ -48,3 +48,6 @@ if platform.mail_dns is not None:
     pulumi.export("dns_verification", platform.mail_dns.verification)
 # Per-host ok/changed/failed of the last mail-host convergence.
 pulumi.export("mail_host_results", platform.mail_hosts.host_results if platform.mail_hosts else {})
+# Prometheus file_sd groups per exporter job (no secrets): what the monitoring host scrapes.
+if platform.monitoring is not None:
+    pulumi.export("monitoring_targets", platform.monitoring.jobs)

@@ -605,6 +605,61 @@ def _reports_reasons(config: StackConfig) -> list[str]:
     return reasons
 
 
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
+
+
+def _check_hostport(value: str) -> str:
+    if not _HOSTPORT_RE.match(value):
+        raise ValueError(f"{value!r} is not host:port (for example 10.0.0.5:9187)")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_hostport)]
+
+
+class MonitoringVpsConfig(FleetConfig):
+    """The VPS a staging or production stack orders for Prometheus and Alertmanager: one node."""
+
+    nodes: int = Field(default=1, ge=1, le=1, description="one monitoring host")
+    name_pattern: str = "mon-{index:02d}"
+    firewall_profile: str | None = None
+
+
+class MonitoringExporters(Strict):
+    """Exporters the stack reaches but does not run (a hosted PostgreSQL's, a Redis of its own…).
+
+    A dev stack uses the devenv's exporters; a component of a real stack with neither an exporter here
+    nor one the stack deploys shows as missing in ``penguinmails monitoring coverage``.
+    """
+
+    postgres: dict[Literal["oltp", "content", "analytics", "queue"], HostPort] = Field(default_factory=dict)
+    redis: HostPort | None = None
+    bind: HostPort | None = None
+    penguinmails: HostPort | None = None
+
+
+class MonitoringConfig(Strict):
+    """Prometheus scrape targets generated from the stack, and where alerts go."""
+
+    enabled: bool = True
+    scrape_interval: str = Field(default="15s", pattern=r"^[0-9]+(ms|s|m)$")
+    host: MonitoringVpsConfig | None = None
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    email_to: list[str] = Field(default_factory=list)
+    exporters: MonitoringExporters = MonitoringExporters()
+    # The Prometheus that `penguinmails monitoring coverage` asks (a real stack: through an SSH tunnel).
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for position, value in enumerate(values):
+            local, _, domain = value.partition("@")
+            if not local or not HOSTNAME_RE.match(domain.lower()):
+                raise ValueError(f"item {position} {value!r} is not an email address")
+        return values
+
+
 class StackConfig(Strict):
     """The whole stack. ``environment`` picks the embedded dev stack or a production one."""
 
@@ -616,6 +671,7 @@ class StackConfig(Strict):
     dns: DnsConfig = DnsConfig()
     tenants: list[TenantConfig] = Field(default_factory=list)
     mail: MailConfig = MailConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     # Staging/production: where CI hands a secret over instead of the secret config value (the secret
     # config value wins when both are set). A dev stack reads the devenv's variables instead.
     secrets_from_env: SecretsFromEnv = Field(default_factory=dict, alias="secretsFromEnv")

@@ -13,6 +13,7 @@ from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
 from modules.hostwinds.fleet import VpsFleet
+from modules.monitoring.component import Monitoring
 from modules.postgres.component import PostgresTier
 from modules.postgres.duties import duties_for
 from modules.redis.resources import RedisUser
@@ -96,6 +97,27 @@ class Platform(pulumi.ComponentResource):
             for tier, tier_config in config.postgres.tiers().items()
             if tier_config.enabled
         }
+
+        # Scrape targets for every part above (mail hosts once converged, tiers, Redis, DNS, the queue).
+        self.monitoring = None
+        if config.monitoring.enabled:
+            mail_nodes: pulumi.Input[list] = []
+            if self.mail_hosts is not None:
+                mail_nodes = self.fleet.inventory
+            self.monitoring = Monitoring(
+                f"{name}-monitoring",
+                config.monitoring,
+                stack=pulumi.get_stack(),
+                dev=config.environment == "dev",
+                nodes=mail_nodes,
+                tiers={tier: tier_.names.database for tier, tier_ in self.postgres_tiers.items()},
+                redis=True,
+                dns=any(zone.backend == "rfc2136" for zone in config.dns.zones),
+                queue="queue" in self.postgres_tiers,
+                reputation=self.fleet is not None,
+                after=[r for r in (self.mail_hosts, *self.postgres_tiers.values()) if r is not None],
+                opts=child,
+            )
         self.register_outputs({"redis_url": self.redis_url})
 
     def _redis_vps(self, name: str, config: StackConfig, queue_password, child) -> tuple[pulumi.Output, int]:

@@ -40,7 +40,10 @@ def project_stack(
     Object values are set with ``--path`` semantics by passing JSON; secrets are set as Pulumi secrets.
     """
     project_dir = mirror_project(tmp_path / "project")
-    env = {**os.environ, **engine_env(tmp_path / "state"), **(extra_env or {})}
+    # Scrape targets of a test stack go to a folder of its own, never into the devenv Prometheus (where a
+    # test stack named like the dev stack would take over the dev stack's files); a test asks for it.
+    targets = {"PENGUINMAILS_PROMETHEUS_TARGETS_DIR": str(tmp_path / "prometheus-targets")}
+    env = {**os.environ, **engine_env(tmp_path / "state"), **targets, **(extra_env or {})}
     workspace = auto.LocalWorkspace(
         work_dir=str(project_dir),
         env_vars=env,

@@ -1,0 +1,75 @@
+"""The stack's monitoring: scrape targets for everything it declares, from the same `up` that creates it.
+
+A dev stack writes its targets into the devenv Prometheus (:class:`ScrapeTargets`). A staging or production
+stack exports the same plan as ``monitoring_targets`` for its monitoring host; until ``monitoring.host``
+is set, nothing scrapes it and the preview says so (``penguinmails monitoring coverage`` fails too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+
+from modules.config.model import MonitoringConfig
+from modules.monitoring.targets import ScrapeTargets, TargetInputs, dev_exporters, plan_targets
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Scrape targets of one stack. ``nodes`` resolves to the mail hosts' ``[{name, ip}]``."""
+
+    def __init__(
+        self,
+        name: str,
+        config: MonitoringConfig,
+        *,
+        stack: str,
+        dev: bool,
+        nodes: pulumi.Input[Sequence[Mapping[str, str]]],
+        tiers: Mapping[str, str],
+        redis: bool,
+        dns: bool,
+        queue: bool,
+        reputation: bool,
+        after: Sequence[pulumi.Resource] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("penguinmails:monitoring:Monitoring", name, None, opts)
+        exporters: dict[str, Any] = dev_exporters() if dev else {}
+        configured = config.exporters.model_dump(exclude_none=True)
+        if not configured.get("postgres"):
+            configured.pop("postgres", None)
+        exporters.update(configured)
+
+        def plan(resolved_nodes: Sequence[Mapping[str, str]]) -> dict[str, list[dict[str, Any]]]:
+            return plan_targets(
+                TargetInputs(
+                    stack=stack,
+                    nodes=[{"name": n["name"], "ip": n["ip"]} for n in resolved_nodes],
+                    tiers=tiers,
+                    redis=redis,
+                    dns=dns,
+                    queue=queue,
+                    reputation=reputation,
+                    exporters=exporters,
+                )
+            )
+
+        self.jobs = pulumi.Output.from_input(nodes).apply(plan)
+        self.targets: ScrapeTargets | None = None
+        if dev:
+            # After the mail hosts' converge, which starts their exporters: no "down" alert while building.
+            self.targets = ScrapeTargets(
+                f"{name}-targets",
+                stack=stack,
+                jobs=self.jobs,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+            )
+        elif config.host is None:
+            pulumi.log.warn(
+                "monitoring: no monitoring.host is set, so nothing scrapes this stack; the plan is in the "
+                "monitoring_targets output (set monitoring.host, or monitoring.enabled: false to say so)",
+                self,
+            )
+        self.register_outputs({"jobs": self.jobs})

@@ -27,7 +27,10 @@ def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show trace
 def run() -> None:
     """Entry point: toolkit errors become a message and their exit code, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `typer.Exit(n)` instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except ToolkitError as error:
         if state["verbose"]:
             raise

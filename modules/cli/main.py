@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modules.cli import config_cmd, devenv_cmd, dns_cmd, fleet_cmd, queue_cmd
+from modules.cli import config_cmd, devenv_cmd, dns_cmd, exporter_cmd, fleet_cmd, queue_cmd
 from modules.cli.console import errors
 from modules.errors import ToolkitError
 
@@ -13,6 +13,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(devenv_cmd.app, name="devenv")
 app.add_typer(dns_cmd.app, name="dns")
 app.add_typer(fleet_cmd.app, name="fleet")
+app.add_typer(exporter_cmd.app, name="monitoring")
 app.add_typer(queue_cmd.app, name="queue")
 state = {"verbose": False}
 

@@ -42,6 +42,8 @@ OWNER_ADMITTED_TABLES = frozenset(
         "app.scheduled_jobs",
         "app.finished_jobs",
         "app.job_failures",
+        # oltp: the reputation writer marks quarantined assignments (schemas/oltp/0009).
+        "app.domain_ip_assignments",
     }
 )
 # Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix.

@@ -221,6 +221,13 @@ class QueueReader:
         except Exception as exc:
             log.warning("Reading the queue's PostgreSQL failed: %s", type(exc).__name__)
             yield ("postgres_queue", False)
+            # Without the queue list there is nothing to count in Redis; still say whether it answers.
+            try:
+                self.side.client.ping()
+            except Exception:
+                yield ("redis", False)
+            else:
+                yield ("redis", True)
             return
         yield ("postgres_queue", True)
         per_queue: dict[str, dict[str, float]] = {q: {"scheduled": 0, "dead": 0, "oldest": 0} for q in queues}

@@ -99,18 +99,18 @@ END
 $$;
 
 -- The live assignments (not expired) with their IP's state, for the transport planner: every tenant's, read
--- tenant by tenant under the fence for the domain names (app.domains admits no owner). The SET clause keeps
--- the tenant setting inside the function.
+-- tenant by tenant under the fence for the domain names (app.domains admits no owner). The caller's tenant
+-- setting is put back before returning (transaction-local either way; an error rolls it back).
 CREATE FUNCTION reputation.assignments()
     RETURNS TABLE (tenant_id uuid, domain text, ip inet, ip_status text, warmup_state text,
                    quarantined_since timestamptz)
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET app.tenant_id = ''
     AS $$
 DECLARE
     v_tenant uuid;
+    v_saved constant text := pg_catalog.current_setting('app.tenant_id', true);
 BEGIN
     FOR v_tenant IN SELECT DISTINCT a.tenant_id FROM app.domain_ip_assignments a ORDER BY 1 LOOP
         PERFORM pg_catalog.set_config('app.tenant_id', v_tenant::text, true);
@@ -123,6 +123,7 @@ BEGIN
          WHERE a.tenant_id = v_tenant AND a.status <> 'expired'
          ORDER BY d.domain, s.ip_address;
     END LOOP;
+    PERFORM pg_catalog.set_config('app.tenant_id', coalesce(v_saved, ''), true);
 END
 $$;
 

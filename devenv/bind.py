@@ -1,10 +1,11 @@
 """Local BIND 9 (`named`) for the dev stack's zones: loopback only, high port, TSIG-signed dynamic updates.
 
 Config, zone files and journals live in ``.devenv/bind/``. The TSIG key is made once with ``tsig-keygen``.
-The zones are ``penguinmails.test``, every zone of ``Pulumi.dev.yaml`` that points at this server, and any
-listed in ``.devenv/bind/zones.extra`` (one per line; :meth:`BindService.add_zone` appends there). Starting
-a running server picks up a changed zone list with a reload. Tests run private instances with their own
-folder, port, zone list and key name (``BindService(root=…, port=…, zones=[…], key_name=…)``).
+The zones are ``penguinmails.test``, the local DNSBL ``dnsbl.penguinmails.test``, every zone of
+``Pulumi.dev.yaml`` that points at this server, and any listed in ``.devenv/bind/zones.extra`` (one per
+line; :meth:`BindService.add_zone` appends there). Starting a running server picks up a changed zone list
+with a reload. Tests run private instances with their own folder, port, zone list and key name
+(``BindService(root=…, port=…, zones=[…], key_name=…)``).
 
 ``named`` drops to the ``bind`` user when every folder above its data can be traversed by it (the shared
 instance under the repository); otherwise (pytest's private temp folders) it stays root. A statistics
@@ -46,7 +47,11 @@ ACME_KEY_NAME = "penguinmails-acme-dev"
 # appears later (automatic-interface-scan).
 PODMAN_GATEWAY = "10.88.0.1"
 PODMAN_NETWORK = "10.88.0.0/16"
-DEFAULT_ZONES = ("penguinmails.test",)
+# The dev stack's DNSBL (modules/config/reputation.py DEV_ZONE): tests list an IP by adding
+# ``<reversed ip>.dnsbl.penguinmails.test A 127.0.0.2`` (and a TXT) with the zone-wide key, and clear it by
+# deleting them. Like every DNSBL it carries RFC 5782's test entry for 127.0.0.2.
+DNSBL_ZONE = "dnsbl.penguinmails.test"
+DEFAULT_ZONES = ("penguinmails.test", DNSBL_ZONE)
 _ZONE_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
 
@@ -199,17 +204,15 @@ class BindService(Service):
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "\n".join(
-                [
-                    "$TTL 3600",
-                    f"@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 604800 300",
-                    f"@ IN NS ns.{zone}.",
-                    f"ns IN A {self.host}",
-                    "",
-                ]
-            )
-        )
+        lines = [
+            "$TTL 3600",
+            f"@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 604800 300",
+            f"@ IN NS ns.{zone}.",
+            f"ns IN A {self.host}",
+        ]
+        if zone == DNSBL_ZONE:
+            lines += ["2.0.0.127 60 IN A 127.0.0.2", '2.0.0.127 60 IN TXT "RFC 5782 test entry"']
+        path.write_text("\n".join([*lines, ""]))
 
     def config_text(self) -> str:
         d = self.dir

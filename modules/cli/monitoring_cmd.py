@@ -1,5 +1,7 @@
 """`penguinmails monitoring`: is every component of a stack scraped and covered by an alert rule?
 
+``exporter`` serves the stack's own metrics (queue depth, DNSBL listings, quarantines) for Prometheus.
+
 ``coverage`` reads the stack's state (``pulumi stack export``) for its components and asks the Prometheus
 that watches it (dev: the devenv's, ``PENGUINMAILS_PROMETHEUS_URL``; otherwise ``monitoring.prometheus_url``
 or ``--prometheus-url``, e.g. through an SSH tunnel) for live targets and loaded rules.
@@ -8,6 +10,7 @@ or ``--prometheus-url``, e.g. through an SSH tunnel) for live targets and loaded
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ from modules.cli.console import console
 from modules.cli.pulumi_json import pulumi_json
 from modules.errors import ToolkitError
 from modules.monitoring.coverage import components_from_state, coverage
+from modules.monitoring.exporter import DEFAULT_LISTEN, serve
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
 
@@ -92,3 +96,13 @@ def coverage_command(
         console.print(f"monitoring coverage of {stack}: {covered}/{len(rows)} ({share:.0f}%)")
     if covered < len(rows):
         raise typer.Exit(1)
+
+
+@app.command("exporter")
+def exporter(
+    config: Path = typer.Option(..., "--config", help="The exporter's JSON config (mode 0600)."),
+    listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="host:port to serve /metrics on."),
+) -> None:
+    """Serve /metrics: queue depth at scrape time, DNSBL results from the background checks."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(config, listen)

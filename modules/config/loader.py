@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from modules.config import model
 from modules.config.model import StackConfig
+from modules.config.reputation import is_query_key_secret
 from modules.errors import ConfigError
 
 NAMESPACE = "penguinmails"
@@ -68,7 +69,7 @@ def validate_config(
     secret_keys = set(secret_keys)
     model_input: dict[str, Any] = {}
     for key, value in values.items():
-        if key in SECRET_KEYS:
+        if key in SECRET_KEYS or is_query_key_secret(key):  # dnsblKey<Name>: reputation.query_keys
             if key not in secret_keys:
                 reasons.append(
                     f"{NAMESPACE}:{key}: must be a secret; set it with "

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from modules.config.reputation import ReputationConfig
+
 # A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
@@ -672,6 +674,7 @@ class StackConfig(Strict):
     tenants: list[TenantConfig] = Field(default_factory=list)
     mail: MailConfig = MailConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    reputation: ReputationConfig = ReputationConfig()
     # Staging/production: where CI hands a secret over instead of the secret config value (the secret
     # config value wins when both are set). A dev stack reads the devenv's variables instead.
     secrets_from_env: SecretsFromEnv = Field(default_factory=dict, alias="secretsFromEnv")

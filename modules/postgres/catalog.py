@@ -42,6 +42,8 @@ OWNER_ADMITTED_TABLES = frozenset(
         "app.scheduled_jobs",
         "app.finished_jobs",
         "app.job_failures",
+        # oltp: the reputation writer marks quarantined assignments (schemas/oltp/0009).
+        "app.domain_ip_assignments",
     }
 )
 # Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix.
@@ -214,8 +216,8 @@ def pinned_search_path(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def managed_role_grantees(owner: str) -> set[str]:
-    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, and the queue's ``_worker``, next to
-    ``…_migrator``).
+    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, the queue's ``_worker`` and the oltp
+    tier's ``_reputation``, next to ``…_migrator``).
 
     Their grants are applied after the migrations and compared by the ``Role`` resources on refresh, so they
     are left out of the migrations' fingerprint (they would otherwise all look added).
@@ -224,7 +226,11 @@ def managed_role_grantees(owner: str) -> set[str]:
         return set()
     base = owner[: -len("_migrator")]
     roles = {f"{base}_app", f"{base}_readonly"}
-    return roles | {f"{base}_worker"} if base.endswith("_queue") else roles
+    if base.endswith("_queue"):
+        roles.add(f"{base}_worker")
+    if base.endswith("_oltp"):
+        roles.add(f"{base}_reputation")
+    return roles
 
 
 # Managed schemas: all but the catalogs, toast and temporary schemas. Objects of extensions are left out.

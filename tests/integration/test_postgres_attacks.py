@@ -596,6 +596,7 @@ def _expired_content_counts_the_tenants_own(s: Session) -> None:
 
 
 @attack("queue", "app_private.is_owner_of(regclass)")
+@attack("oltp", "app_private.is_owner_of(regclass)")  # the reputation writer's owner path (oltp 0009)
 def _the_session_owns_no_queue_table(s: Session) -> None:
     with s.truth() as admin:
         tables = [str(t) for t in parent_tables(admin)]
@@ -818,3 +819,44 @@ def test_tenant_facing_roles_cannot_execute_worker_functions(worker_db):
                 "SELECT has_schema_privilege(%s, 'worker', 'USAGE')", [db.role(kind)]
             ).fetchone()
         assert reachable == [] and usage == (False,), (kind, reachable, usage)
+
+
+def test_the_reputation_role_executes_reputation_functions_and_touches_no_table(tiers):
+    """The DNSBL checker's role (oltp only): EXECUTE on schema reputation's functions, no table, no other
+    schema, no temporary objects, and no tenant-facing role reaches those functions."""
+    for tier in tiers:
+        assert ("reputation" in duties_for(tier)) == (tier == "oltp")
+    db = tiers["oltp"]
+    role = db.role("reputation")
+    with db.connect() as admin:
+        live = pg_admin.role_get(admin, role)
+        assert pg_admin.role_flag_problems(live, login=True) == []
+        assert (
+            pg_admin.role_problems(admin, role, db.role("migrator"), grants_for("oltp", "reputation")) == []
+        )
+        relations = admin.execute(
+            """SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname <> ALL (%s) AND n.nspname NOT LIKE 'pg\\_%%'
+                  AND (has_table_privilege(%s, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                       OR (c.relkind = 'S' AND has_sequence_privilege(%s, c.oid, 'USAGE, SELECT, UPDATE')))""",
+            [list(SYSTEM_SCHEMAS), role, role],
+        ).fetchall()
+        assert relations == [], f"the reputation role reaches tables: {relations}"
+        usable = admin.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+            "AND (has_schema_privilege(%s, oid, 'USAGE') OR has_schema_privilege(%s, oid, 'CREATE'))",
+            [db.role("migrator"), role, role],
+        ).fetchall()
+        assert usable == [("reputation",)]
+        for kind in TENANT_FACING:
+            usage = admin.execute(
+                "SELECT has_schema_privilege(%s, 'reputation', 'USAGE')", [db.role(kind)]
+            ).fetchone()
+            assert usage == (False,), kind
+    functions = executable_functions(db, "reputation")
+    assert {signature.split(".", 1)[0] for signature, _d, _t in functions} == {"reputation"}, functions
+    with db.connect("reputation") as conn:
+        assert is_permission_refusal(error_of(conn, "SELECT count(*) FROM fleet.smtp_ip_addresses"))
+        assert is_permission_refusal(error_of(conn, "CREATE TEMP TABLE pm_attack (i int)"))
+        exc = error_of(conn, sql.SQL("SET ROLE {}").format(sql.Identifier(db.role("migrator"))))
+        assert isinstance(exc, errors.InsufficientPrivilege), exc

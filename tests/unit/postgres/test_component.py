@@ -30,7 +30,12 @@ def mocks():
     return recording
 
 
-PASSWORDS = {"migrator": "m-password-1234", "app": "a-password-1234", "readonly": "r-password-1234"}
+PASSWORDS = {
+    "migrator": "m-password-1234",
+    "app": "a-password-1234",
+    "readonly": "r-password-1234",
+    "reputation": "p-password-1234",
+}
 
 
 def test_default_prefix_is_safe_for_any_stack_name():
@@ -51,12 +56,25 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
     def check(args):
         url, secret = args
         types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
-        assert types == ["Database", "Extension", "Extension", "Role", "Role", "Role", "SchemaMigrations"]
+        assert types == [
+            "Database",
+            "Extension",
+            "Extension",
+            "Role",
+            "Role",
+            "Role",
+            "Role",
+            "SchemaMigrations",
+        ]
         app = mocks.by_name("pm-oltp-app")
         assert app.inputs["role"] == "pm_dev_oltp_app" and app.inputs["grants"] == grants_for("oltp", "app")
         assert app.inputs["grantor"] == "pm_dev_oltp_migrator"
         assert mocks.by_name("pm-oltp-readonly").inputs["grants"] == grants_for("oltp", "readonly")
         assert tier.worker is None and tier.worker_url is None
+        reputation = mocks.by_name("pm-oltp-reputation")
+        assert reputation.inputs["role"] == "pm_dev_oltp_reputation"
+        assert reputation.inputs["grants"] == grants_for("oltp", "reputation")
+        assert tier.reputation_url is not None
         assert mocks.by_name("pm-oltp-readonly").inputs["settings"]["default_transaction_read_only"] == "on"
         database = mocks.by_name("pm-oltp-database")
         inputs = {k: v for k, v in database.inputs.items() if k != "__provider"}

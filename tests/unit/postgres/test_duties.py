@@ -44,13 +44,22 @@ def test_every_grant_set_passes_the_role_check(tier, duty):
 
 def test_the_worker_duty_exists_in_the_queue_tier_only():
     assert {tier: duties_for(tier) for tier in TIERS} == {
-        "oltp": ("app", "readonly"),
+        "oltp": ("app", "readonly", "reputation"),
         "content": ("app", "readonly"),
         "analytics": ("app", "readonly"),
         "queue": ("app", "readonly", "worker"),
     }
     with pytest.raises(KeyError):
         grants_for("oltp", "worker")
+    with pytest.raises(KeyError):
+        grants_for("queue", "reputation")
+
+
+def test_the_reputation_duty_executes_its_functions_only():
+    assert grants_for("oltp", "reputation") == [
+        {"on": "schema", "schema": "reputation", "privileges": ["USAGE"]},
+        {"on": "functions", "schema": "reputation", "privileges": ["EXECUTE"]},
+    ]
 
 
 @pytest.mark.parametrize("tier", TIERS)

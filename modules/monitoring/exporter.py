@@ -1,0 +1,417 @@
+"""The ``penguinmails`` exporter: the queue's depth and the sending IPs' DNSBL state as Prometheus metrics.
+
+Queue metrics are read at scrape time through the queue's operator functions (``worker.stats()`` and the
+Redis lease sets, as ``penguinmails queue stats`` reads them) with short timeouts; a source that does not
+answer is reported as ``penguinmails_source_up{source=…} 0`` and its metrics are left out, so the scrape
+itself never fails. DNSBL checks are slow and rate-limited by the lists, so they run every
+``check_interval_seconds`` in a background thread (writing each verdict to OLTP as the ``reputation``
+role) and scrapes serve the last round.
+
+The config file (written by the Pulumi side, ``<devenv>/monitoring/exporter-<stack>.json`` in dev) holds
+connection URLs with passwords and DNSBL query keys: it must be mode 0600, and neither is ever printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modules.config.reputation import split_hostport
+from modules.errors import ToolkitError
+from modules.reputation.checker import Round, run_round
+from modules.reputation.dnsbl import Outcome, Zone
+from modules.reputation.store import ReputationStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:9395"
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_ZONE_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+
+
+class ExporterConfigError(ToolkitError):
+    exit_code = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueSource(_Model):
+    """The stack's queue as its workers see it (stack outputs postgres_queue_worker_url, redis_url,
+    queue_namespace)."""
+
+    worker_url: str = Field(repr=False)
+    redis_url: str = Field(repr=False)
+    namespace: str = Field(min_length=1)
+
+    @field_validator("worker_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+
+class DnsblZone(_Model):
+    name: str
+    query_key: str | None = Field(default=None, repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        value = value.rstrip(".").lower()
+        if not _ZONE_RE.match(value):
+            raise ValueError("is not a DNS zone name")
+        return value
+
+    @field_validator("query_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not _LABEL_RE.match(value):
+            raise ValueError("must be one DNS label (letters, digits, '-', '_'; the value was not printed)")
+        return value
+
+
+class ExporterConfig(_Model):
+    """The exporter's JSON file."""
+
+    stack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    queue: QueueSource | None = None
+    # The OLTP tier as the reputation role (stack output postgres_oltp_reputation_url); none: results are
+    # exported only, nothing is written or quarantined.
+    oltp_url: str | None = Field(default=None, repr=False)
+    sending_ips: list[str] = Field(default_factory=list)
+    dnsbl_zones: list[DnsblZone] = Field(default_factory=list)
+    resolvers: list[str] = Field(default_factory=list, description="host:port; empty: /etc/resolv.conf")
+    check_interval_seconds: float = Field(default=900.0, ge=1, le=86400)
+    concurrency: int = Field(default=50, ge=1, le=1000)
+    query_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    scrape_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+
+    @field_validator("oltp_url")
+    @classmethod
+    def _oltp(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("sending_ips")
+    @classmethod
+    def _ips(cls, values: list[str]) -> list[str]:
+        found = []
+        for position, value in enumerate(values):
+            try:
+                found.append(str(ipaddress.ip_address(value)))
+            except ValueError:
+                raise ValueError(f"item {position} {value!r} is not an IPv4 or IPv6 address") from None
+        twice = sorted({ip for ip in found if found.count(ip) > 1})
+        if twice:
+            raise ValueError(f"listed twice: {', '.join(twice)}")
+        return found
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            split_hostport(value)
+        return values
+
+    def zones(self) -> list[Zone]:
+        return [Zone(z.name, z.query_key) for z in self.dnsbl_zones]
+
+
+def load_config(path: Path) -> ExporterConfig:
+    """Read and validate the file; refuse one that others may read (it holds passwords)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text()
+    except OSError as exc:
+        raise ExporterConfigError(f"exporter config {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ExporterConfigError(
+            f"exporter config {path} is mode {mode:04o}: it holds passwords, make it 0600 (chmod 600 {path})"
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExporterConfigError(
+            f"exporter config {path}: not JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    try:
+        return ExporterConfig.model_validate(data)
+    except ValidationError as exc:
+        reasons = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            reasons.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        raise ExporterConfigError(f"exporter config {path}: {'; '.join(reasons)}") from None
+
+
+class QueueReader:
+    """The queue's operator view with short timeouts; connections are kept between scrapes."""
+
+    def __init__(self, source: QueueSource, timeout: float):
+        from modules.queue.redis_side import RedisSide
+        from modules.queue.store import WorkerStore
+
+        self.timeout = timeout
+
+        class _Store(WorkerStore):
+            def connection(inner):  # a short connect and statement timeout for scrapes
+                import psycopg
+
+                if inner._conn is None or inner._conn.closed or inner._conn.broken:
+                    inner._conn = psycopg.connect(
+                        inner.url,
+                        autocommit=True,
+                        application_name=inner.application_name,
+                        connect_timeout=max(1, int(timeout)),
+                        options=f"-c statement_timeout={int(timeout * 1000)}",
+                    )
+                return inner._conn
+
+        import redis
+
+        self.store = _Store(source.worker_url, application_name="penguinmails-exporter")
+        client = redis.Redis.from_url(
+            source.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self.side = RedisSide(client, source.namespace)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | tuple[str, bool]]:
+        from modules.queue import ops
+
+        ready = GaugeMetricFamily(
+            "penguinmails_queue_ready",
+            "Jobs ready to run, per queue and priority",
+            labels=["queue", "priority"],
+        )
+        scheduled = GaugeMetricFamily(
+            "penguinmails_queue_scheduled", "Jobs scheduled for later", labels=["queue"]
+        )
+        dead = GaugeMetricFamily("penguinmails_queue_dead_letters", "Dead letters", labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "penguinmails_queue_oldest_ready_age_seconds", "Age of the oldest ready job", labels=["queue"]
+        )
+        in_flight = GaugeMetricFamily(
+            "penguinmails_queue_in_flight", "Jobs leased by workers", labels=["queue"]
+        )
+        try:
+            found = ops.stats(self.store, None)
+            queues = [q.name for q in self.store.queues()]
+        except Exception as exc:
+            log.warning("Reading the queue's PostgreSQL failed: %s", type(exc).__name__)
+            yield ("postgres_queue", False)
+            # Without the queue list there is nothing to count in Redis; still say whether it answers.
+            try:
+                self.side.client.ping()
+            except Exception:
+                yield ("redis", False)
+            else:
+                yield ("redis", True)
+            return
+        yield ("postgres_queue", True)
+        per_queue: dict[str, dict[str, float]] = {q: {"scheduled": 0, "dead": 0, "oldest": 0} for q in queues}
+        for d in found.depths:
+            ready.add_metric([d.queue, str(d.priority)], d.ready)
+            row = per_queue.setdefault(d.queue, {"scheduled": 0, "dead": 0, "oldest": 0})
+            row["scheduled"] += d.scheduled
+            row["dead"] += d.dead
+            row["oldest"] = max(row["oldest"], d.oldest_ready_age_s or 0)
+        for queue, row in sorted(per_queue.items()):
+            scheduled.add_metric([queue], row["scheduled"])
+            dead.add_metric([queue], row["dead"])
+            oldest.add_metric([queue], row["oldest"])
+        yield from (ready, scheduled, dead, oldest)
+        try:
+            leased = {queue: self.side.depth(queue)[1] for queue in sorted(per_queue)}
+        except Exception as exc:
+            log.warning("Reading the queue's Redis failed: %s", type(exc).__name__)
+            yield ("redis", False)
+            return
+        yield ("redis", True)
+        for queue, count in leased.items():
+            in_flight.add_metric([queue], count)
+        yield in_flight
+
+
+class ReputationLoop:
+    """The DNSBL rounds in a daemon thread; :attr:`last` is the newest finished round."""
+
+    def __init__(self, config: ExporterConfig):
+        self.config = config
+        self.store = ReputationStore(config.oltp_url, "penguinmails-exporter") if config.oltp_url else None
+        self.last: Round | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+
+    def run_once(self) -> Round:
+        c = self.config
+        done = run_round(
+            c.sending_ips, c.zones(), c.resolvers, c.concurrency, c.query_timeout_seconds, self.store
+        )
+        self.last = done
+        self.rounds += 1
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("DNSBL round failed")
+            self._stop.wait(max(0.0, self.config.check_interval_seconds - (time.monotonic() - started)))
+
+    def start(self) -> None:
+        if self.config.sending_ips and self.config.dnsbl_zones and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="dnsbl-checks", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.store is not None:
+            self.store.close()
+
+
+class PenguinmailsCollector(Collector):
+    def __init__(self, config: ExporterConfig, loop: ReputationLoop):
+        self.config = config
+        self.loop = loop
+        self.queue = QueueReader(config.queue, config.scrape_timeout_seconds) if config.queue else None
+        self._lock = threading.Lock()  # one scrape at a time shares the queue connections
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "penguinmails_source_up",
+            "1 when the source answered this scrape or the last check",
+            labels=["source"],
+        )
+        if self.queue is not None:
+            with self._lock:
+                for item in self.queue.collect():
+                    if isinstance(item, tuple):
+                        up.add_metric([item[0]], 1.0 if item[1] else 0.0)
+                    else:
+                        yield item
+        yield from self._reputation(up)
+        yield up
+
+    def _reputation(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        last = self.loop.last
+        if last is None:
+            return
+        listed = GaugeMetricFamily(
+            "penguinmails_dnsbl_listed",
+            "1 when the zone lists the IP, 0 when it does not",
+            labels=["ip", "zone"],
+        )
+        errors = GaugeMetricFamily(
+            "penguinmails_dnsbl_check_errors",
+            "IPs whose check in the zone gave no usable answer (timeout, SERVFAIL, refused)",
+            labels=["zone"],
+        )
+        failed: dict[str, int] = {z.name: 0 for z in self.config.dnsbl_zones}
+        for r in last.results:
+            if r.outcome is Outcome.ERROR:
+                failed[r.zone] = failed.get(r.zone, 0) + 1
+            else:
+                listed.add_metric([r.ip, r.zone], 1.0 if r.outcome is Outcome.LISTED else 0.0)
+        for zone, count in sorted(failed.items()):
+            errors.add_metric([zone], count)
+        quarantined = GaugeMetricFamily(
+            "penguinmails_ip_quarantined", "1 while the IP is quarantined (listed on a DNSBL)", labels=["ip"]
+        )
+        for ip, flag in sorted(last.quarantined().items()):
+            quarantined.add_metric([ip], 1.0 if flag else 0.0)
+        yield listed
+        yield errors
+        yield quarantined
+        yield GaugeMetricFamily(
+            "penguinmails_dnsbl_check_timestamp_seconds",
+            "When the last DNSBL round finished",
+            value=last.finished,
+        )
+        yield GaugeMetricFamily(
+            "penguinmails_dnsbl_check_duration_seconds",
+            "How long the last DNSBL round took",
+            value=last.seconds,
+        )
+        answered = any(r.outcome is not Outcome.ERROR for r in last.results)
+        up.add_metric(["dnsbl"], 1.0 if answered or not last.results else 0.0)
+        if self.loop.store is not None:
+            up.add_metric(["postgres_oltp"], 0.0 if last.store_error else 1.0)
+
+
+class Exporter:
+    """Config, check loop, collector and HTTP server together (the CLI and the tests start this)."""
+
+    def __init__(self, config: ExporterConfig, listen: str = DEFAULT_LISTEN):
+        self.config = config
+        self.host, self.port = split_hostport(listen, default_port=9395)
+        self.loop = ReputationLoop(config)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = PenguinmailsCollector(config, self.loop)
+        self.registry.register(self.collector)
+        self.server = None
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> Exporter:
+        from prometheus_client import start_http_server
+
+        self.server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        self.port = self.server.server_port
+        self.loop.start()
+        log.info("Exporter[%s] serving %s", self.config.stack, self.url)
+        return self
+
+    def stop(self) -> None:
+        self.loop.stop()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def serve(path: Path, listen: str = DEFAULT_LISTEN) -> None:
+    """Run until interrupted (``penguinmails monitoring exporter``)."""
+    exporter = Exporter(load_config(path), listen)
+    try:
+        exporter.start()
+    except OSError as exc:
+        raise ExporterConfigError(f"exporter: cannot listen on {listen}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+    try:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            pass
+    finally:
+        exporter.stop()

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modules.monitoring.exporter import ExporterConfigError, load_config
+
+GOOD = {
+    "stack": "dev",
+    "queue": {
+        "worker_url": "postgresql://pm_dev_queue_worker:pw@127.0.0.1:5433/pm_dev_queue",
+        "redis_url": "redis://penguinmails-queue:pw@127.0.0.1:6390/0",
+        "namespace": "queue:{pm_dev}:",
+    },
+    "oltp_url": "postgresql://pm_dev_oltp_reputation:pw@127.0.0.1:5433/pm_dev_oltp",
+    "sending_ips": ["192.0.2.10", "2001:db8::10"],
+    "dnsbl_zones": [{"name": "dnsbl.penguinmails.test", "query_key": None}],
+    "resolvers": ["127.0.0.1:5353"],
+    "check_interval_seconds": 30,
+    "concurrency": 50,
+}
+
+
+def _write(tmp_path, data, mode=0o600):
+    path = tmp_path / "exporter-dev.json"
+    path.write_text(json.dumps(data))
+    path.chmod(mode)
+    return path
+
+
+def test_a_good_file_loads(tmp_path):
+    config = load_config(_write(tmp_path, GOOD))
+    assert config.sending_ips == ["192.0.2.10", "2001:db8::10"]
+    assert config.zones()[0].name == "dnsbl.penguinmails.test"
+    assert "pw@" not in repr(config)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_a_file_others_may_read_is_refused_in_one_line(tmp_path, mode):
+    with pytest.raises(ExporterConfigError) as caught:
+        load_config(_write(tmp_path, GOOD, mode))
+    assert f"is mode {mode:04o}" in caught.value.message and "0600" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_a_bad_field_is_named_and_secrets_are_not_printed(tmp_path):
+    bad = {
+        **GOOD,
+        "sending_ips": ["192.0.2.300"],
+        "queue": {**GOOD["queue"], "redis_url": "http://secret-host"},
+        "dnsbl_zones": [{"name": "zen.dq.spamhaus.net", "query_key": "bad key value"}],
+    }
+    with pytest.raises(ExporterConfigError) as caught:
+        load_config(_write(tmp_path, bad))
+    text = caught.value.message
+    assert "\n" not in text
+    assert (
+        "sending_ips: Value error, item 0 '192.0.2.300'" in text
+        or "sending_ips: item 0 '192.0.2.300'" in text
+    )
+    assert "queue.redis_url: must be a redis://" in text
+    assert "dnsbl_zones.0.query_key: must be one DNS label" in text
+    assert "bad key value" not in text
+
+
+def test_unknown_keys_and_bad_json_are_errors(tmp_path):
+    with pytest.raises(ExporterConfigError, match="sending_ip: Extra inputs are not permitted"):
+        load_config(_write(tmp_path, {**GOOD, "sending_ip": []}))
+    path = tmp_path / "broken.json"
+    path.write_text("{")
+    path.chmod(0o600)
+    with pytest.raises(ExporterConfigError, match="not JSON"):
+        load_config(path)
+    with pytest.raises(ExporterConfigError, match="No such file"):
+        load_config(tmp_path / "absent.json")

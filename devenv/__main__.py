@@ -19,8 +19,8 @@ def main(argv: list[str]) -> int:
         return 0
     statuses, failed = control(action, names)
     for status in statuses:
-        state = "running" if status.running else "stopped"
-        print(f"{status.name:<18} {state:<8} {status.address:<22} {status.detail}")
+        state = "running" if status.running else ("idle" if status.idle else "stopped")
+        print(f"{status.name:<21} {state:<8} {status.address:<22} {status.detail}")
     return 1 if failed else 0
 
 

@@ -57,6 +57,7 @@ class ServiceStatus:
     running: bool
     address: str
     detail: str = ""
+    idle: bool = False  # not running because there is nothing to run yet (not a failure)
 
 
 class Service:

@@ -8,6 +8,7 @@ from devenv.bind import BindService
 from devenv.exporters import BindExporterService, PostgresExporterService, RedisExporterService
 from devenv.hostwinds import HostwindsService
 from devenv.pebble import PebbleService
+from devenv.penguinmails_exporter import PenguinmailsExporterService
 from devenv.postgres import PostgresService
 from devenv.prometheus import AlertmanagerService, PrometheusService
 from devenv.redis import RedisService
@@ -26,6 +27,7 @@ SERVICE_CLASSES: list[type[Service]] = [
     PostgresExporterService,
     RedisExporterService,
     BindExporterService,
+    PenguinmailsExporterService,
     PrometheusService,
 ]
 
@@ -62,5 +64,5 @@ def control(action: str, names: list[str] | None = None) -> tuple[list[ServiceSt
         except ToolkitError as exc:
             status = ServiceStatus(service.name, False, service.address, f"FAILED: {exc.message}")
         statuses.append(status)
-        failed |= action != "stop" and not status.running
+        failed |= action != "stop" and not status.running and not status.idle
     return statuses, failed

@@ -53,3 +53,5 @@ pulumi.export("mail_host_results", platform.mail_hosts.host_results if platform.
 # Prometheus file_sd groups per exporter job (no secrets): what the monitoring host scrapes.
 if platform.monitoring is not None:
     pulumi.export("monitoring_targets", platform.monitoring.jobs)
+    # The penguinmails exporter's sources (secret): `penguinmails monitoring exporter --stack S` reads it.
+    pulumi.export("monitoring_exporter_config", platform.exporter_config)

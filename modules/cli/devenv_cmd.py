@@ -14,9 +14,9 @@ def _show(action: str, names: list[str] | None) -> None:
     statuses, failed = control(action, names)
     for status in statuses:
         colour = "green" if status.running else "yellow"
-        state = "running" if status.running else "stopped"
+        state = "running" if status.running else ("idle" if status.idle else "stopped")
         console.print(
-            f"{status.name:<18} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}"
+            f"{status.name:<21} [{colour}]{state:<8}[/{colour}] {status.address:<22} {status.detail}"
         )
     if failed:
         raise typer.Exit(1)

@@ -100,9 +100,53 @@ def coverage_command(
 
 @app.command("exporter")
 def exporter(
-    config: Path = typer.Option(..., "--config", help="The exporter's JSON config (mode 0600)."),
+    config: Path | None = typer.Option(None, "--config", help="The exporter's JSON config (mode 0600)."),
     listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="host:port to serve /metrics on."),
+    stack: str | None = typer.Option(
+        None, "--stack", "-s", help="Install this dev stack's config in the devenv exporter (with --install)."
+    ),
+    install: bool = typer.Option(
+        False, "--install", help="Write the config and (re)start the devenv exporter."
+    ),
+    cwd: Path = CWD,
 ) -> None:
-    """Serve /metrics: queue depth at scrape time, DNSBL results from the background checks."""
+    """Serve /metrics: queue depth at scrape time, DNSBL results from the background checks.
+
+    ``--stack S --install`` (what ``make up`` runs) takes the stack's ``monitoring_exporter_config`` output
+    and runs the devenv's exporter on it; only a dev stack may do that.
+    """
+    if install:
+        if stack is None or config is not None:
+            raise ToolkitError("exporter --install: name the stack with --stack (and no --config)")
+        _install(stack, cwd)
+        return
+    if config is None:
+        raise ToolkitError("exporter: give --config PATH, or --stack S --install for the dev stack")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config, listen)
+
+
+def _install(stack: str, cwd: Path) -> None:
+    from devenv.penguinmails_exporter import PenguinmailsExporterService
+
+    settings = pulumi_json(["config", "--json", "--stack", stack], f"the config of {stack!r}", cwd, {})
+    environment = str((settings.get("penguinmails:environment") or {}).get("value") or "dev")
+    if environment != "dev":
+        raise ToolkitError(
+            f"stack {stack!r} is {environment}: its exporter runs on its monitoring host, not in the devenv"
+        )
+    outputs = pulumi_json(
+        ["stack", "output", "--json", "--show-secrets", "--stack", stack],
+        f"the outputs of {stack!r}",
+        cwd,
+        {},
+    )
+    found = outputs.get("monitoring_exporter_config")
+    if not found:
+        raise ToolkitError(f"stack {stack!r} has no monitoring_exporter_config output: run `make up` first")
+    service = PenguinmailsExporterService()
+    changed = service.install(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    status = service.status()
+    console.print(
+        f"penguinmails exporter for {stack}: {'started' if changed else 'unchanged'} on {status.address}"
+    )

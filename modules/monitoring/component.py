@@ -13,7 +13,33 @@ from typing import Any
 import pulumi
 
 from modules.config.model import MonitoringConfig
+from modules.config.reputation import ReputationConfig
 from modules.monitoring.targets import ScrapeTargets, TargetInputs, dev_exporters, plan_targets
+
+
+def exporter_settings(
+    *,
+    stack: str,
+    environment: str,
+    reputation: ReputationConfig,
+    resolvers: Sequence[str],
+    sending_ips: Sequence[str],
+    queue: Mapping[str, str] | None,
+    oltp_url: str | None,
+    query_secrets: Mapping[str, str],
+) -> dict[str, Any]:
+    """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
+    return {
+        "stack": stack,
+        "queue": dict(queue) if queue else None,
+        "oltp_url": oltp_url if reputation.enabled else None,
+        "sending_ips": sorted(set(sending_ips)) if reputation.enabled else [],
+        "dnsbl_zones": reputation.zone_entries(environment, query_secrets) if reputation.enabled else [],
+        "resolvers": list(reputation.resolvers or resolvers),
+        "check_interval_seconds": reputation.interval_for(environment),
+        "concurrency": reputation.concurrency,
+        "query_timeout_seconds": reputation.timeout,
+    }
 
 
 class Monitoring(pulumi.ComponentResource):

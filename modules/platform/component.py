@@ -13,9 +13,10 @@ from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
 from modules.hostwinds.fleet import VpsFleet
-from modules.monitoring.component import Monitoring
-from modules.postgres.component import PostgresTier
+from modules.monitoring.component import Monitoring, exporter_settings
+from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
+from modules.queue import namespace_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
 from modules.secrets.tls import PrivateCa, ServerCertificate
@@ -104,6 +105,7 @@ class Platform(pulumi.ComponentResource):
             mail_nodes: pulumi.Input[list] = []
             if self.mail_hosts is not None:
                 mail_nodes = self.fleet.inventory
+            self.exporter_config = self._exporter_config(config)
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
                 config.monitoring,
@@ -119,6 +121,38 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
         self.register_outputs({"redis_url": self.redis_url})
+
+    def _exporter_config(self, config: StackConfig) -> pulumi.Output[dict]:
+        """The penguinmails exporter's sources (a secret: database and Redis passwords)."""
+        queue_tier = self.postgres_tiers.get("queue")
+        oltp_tier = self.postgres_tiers.get("oltp")
+        stack_config = pulumi.Config("penguinmails")
+        secrets = {k.secret: stack_config.require_secret(k.secret) for k in config.reputation.query_keys}
+        inventory = self.fleet.inventory if self.fleet is not None else []
+        namespace = namespace_for(config.redis.key_prefixes[0], default_prefix(pulumi.get_stack()))
+        parts = {
+            "inventory": inventory,
+            "worker_url": queue_tier.worker_url if queue_tier is not None else None,
+            "oltp_url": oltp_tier.reputation_url if oltp_tier is not None else None,
+            "redis_url": self.redis_url,
+            "secrets": pulumi.Output.all(**secrets) if secrets else {},
+        }
+        return pulumi.Output.secret(
+            pulumi.Output.all(**parts).apply(
+                lambda v: exporter_settings(
+                    stack=pulumi.get_stack(),
+                    environment=config.environment,
+                    reputation=config.reputation,
+                    resolvers=config.dns.resolvers,
+                    sending_ips=[n["ip"] for n in v["inventory"]],
+                    queue={"worker_url": v["worker_url"], "redis_url": v["redis_url"], "namespace": namespace}
+                    if v["worker_url"]
+                    else None,
+                    oltp_url=v["oltp_url"],
+                    query_secrets=v["secrets"],
+                )
+            )
+        )
 
     def _redis_vps(self, name: str, config: StackConfig, queue_password, child) -> tuple[pulumi.Output, int]:
         """The queue's Redis on its own VPS: ordered like a fleet node, TLS from the stack's CA (clients

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(redis-server postgresql-15 postgresql-client-15 postgresql-15-cron bind9 bind9-utils podman runc
-          debootstrap uidmap slirp4netns iproute2 openssh-client sshpass pebble testssl.sh)
+          debootstrap uidmap slirp4netns iproute2 openssh-client sshpass pebble testssl.sh
+          prometheus prometheus-alertmanager)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -16,7 +17,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # No init system here: Debian's postinst may start daemons on default ports; the devenv runs its own.
-  for svc in redis-server named bind9; do service "$svc" stop >/dev/null 2>&1 || true; done
+  for svc in redis-server named bind9 prometheus prometheus-alertmanager; do service "$svc" stop >/dev/null 2>&1 || true; done
 fi
 bash tools/configure-podman.sh  # runc + no default ulimits: what podman needs on these machines
 

@@ -6,6 +6,8 @@ Three layers, each tagged with a hash of its recipe so a warm run rebuilds nothi
 * ``localhost/penguinmails-host:<key>``     + sshd, python3 (and python3-apt for Ansible's apt module), tini
 * ``localhost/penguinmails-mailhost:<key>`` + postfix, dovecot, spamassassin, opendkim, installed but not
   started or enabled, so mail-role convergence tests do not spend minutes in apt per host.
+* ``localhost/penguinmails-monitoring:<key>`` + prometheus and prometheus-alertmanager (the monitoring
+  role's packages), likewise not started: the role configures them before their first start.
 
 The Debian mirror is the one in this machine's apt sources (the hosts get the same sources, updates and
 security included); their apt lists are kept, so roles can install more packages without an apt update.
@@ -38,7 +40,7 @@ from modules.errors import DevenvError
 SUITE = "bookworm"
 # Bump when a recipe changes in a way its text does not show (e.g. the way the rootfs is cleaned).
 RECIPE_VERSION = "1"
-KINDS = ("base", "mailhost")
+KINDS = ("base", "mailhost", "monitoring")
 BASE_PACKAGES = (
     "openssh-server",
     "python3",
@@ -68,10 +70,14 @@ MAIL_PACKAGES = (
     "cron",
 )
 MAIL_SERVICES = ("postfix", "dovecot", "spamd", "spamass-milter", "opendkim")
+# The monitoring VPS (role monitoring): Prometheus with promtool, Alertmanager with amtool.
+MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager")
+MONITORING_SERVICES = ("prometheus", "prometheus-alertmanager")
 IMAGE_NAMES = {
     "rootfs": "localhost/penguinmails-debian",
     "base": "localhost/penguinmails-host",
     "mailhost": "localhost/penguinmails-mailhost",
+    "monitoring": "localhost/penguinmails-monitoring",
 }
 SOURCES_LIST = Path("/etc/apt/sources.list")
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
@@ -254,6 +260,20 @@ RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/
 """
 
 
+def monitoring_containerfile(base_image: str) -> str:
+    packages = " ".join(MONITORING_PACKAGES)
+    services = " ".join(MONITORING_SERVICES)
+    # As for the mail host: installed, never started during the build, rc links disabled.
+    return f"""FROM {base_image}
+ENV DEBIAN_FRONTEND=noninteractive
+RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \\
+ && apt-get update -qq \\
+ && apt-get install -y -qq --no-install-recommends {packages} >/dev/null \\
+ && for s in {services}; do update-rc.d -f "$s" disable >/dev/null 2>&1 || true; done \\
+ && rm -f /usr/sbin/policy-rc.d /var/cache/apt/archives/*.deb
+"""
+
+
 @dataclass(frozen=True)
 class ImagePlan:
     """One image: its name with the recipe hash as tag, and what builds it."""
@@ -290,6 +310,15 @@ def plan(kind: str, salt: str = "") -> list[ImagePlan]:
         mail_file = mailhost_containerfile(base.name)
         chain.append(
             ImagePlan("mailhost", f"{repos['mailhost']}:{_key(RECIPE_VERSION, mail_file)}", mail_file)
+        )
+    elif kind == "monitoring":
+        monitoring_file = monitoring_containerfile(base.name)
+        chain.append(
+            ImagePlan(
+                "monitoring",
+                f"{repos['monitoring']}:{_key(RECIPE_VERSION, monitoring_file)}",
+                monitoring_file,
+            )
         )
     return chain
 

@@ -41,7 +41,12 @@ INVENTORY_DIR_ENV = "PENGUINMAILS_ANSIBLE_INVENTORY_DIR"
 STATE_DIR_ENV = "PENGUINMAILS_ANSIBLE_STATE_DIR"
 SSH_KEY_ENV = "PENGUINMAILS_FLEET_SSH_PRIVATE_KEY"
 # Which inventory group each playbook converges (its `hosts:` line).
-PLAYBOOK_GROUPS = {"mailhost.yml": "mailhosts", "mailu.yml": "mailu", "redis.yml": "redis"}
+PLAYBOOK_GROUPS = {
+    "mailhost.yml": "mailhosts",
+    "mailu.yml": "mailu",
+    "redis.yml": "redis",
+    "monitoring.yml": "monitoring",
+}
 HOST_KEY_CHECKING = ("strict", "accept-new", "off")
 DEFAULT_TIMEOUT = 1800
 KEEP_ARTIFACTS = 10

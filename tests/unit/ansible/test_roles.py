@@ -15,7 +15,9 @@ import yaml
 
 from modules.ansible.runner import ANSIBLE_DIR
 
-ROLES = ("common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts", "acme")
+ROLES = (
+    "common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts", "acme", "monitoring",
+)  # fmt: skip
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
     "common_tls_private_key",
@@ -29,6 +31,7 @@ SECRET_VARS = (
     "redis_acl_users",
     "redis_acl_user",
     "acme_tsig_secret",
+    "monitoring_smarthost_password",
 )
 
 

@@ -30,8 +30,9 @@ devenv-status: ## Show the local embedded services.
 stack: bootstrap engine
 	@$(ENV) pulumi stack select $(STACK) --create --non-interactive >/dev/null
 
-up: devenv-start stack ## Create or update the dev stack for real.
+up: devenv-start stack ## Create or update the dev stack for real, then check its monitoring coverage.
 	@$(ENV) pulumi up --stack $(STACK) --yes --non-interactive --skip-preview --color never
+	@$(ENV) .venv/bin/penguinmails monitoring coverage --stack $(STACK) --wait 120
 
 preview: devenv-start stack ## Show what `make up` would change.
 	@$(ENV) pulumi preview --stack $(STACK) --diff --non-interactive --color never

@@ -91,7 +91,8 @@ def coverage_command(
             state_text = "ok" if row.ok else row.gap()
             console.print(
                 f"{row.component:<22} {row.job:<13} {state_text:<17} {len(row.rules):>5}  "
-                f"{', '.join(row.targets) or '-'}"
+                f"{', '.join(row.targets) or '-'}",
+                soft_wrap=True,
             )
         console.print(f"monitoring coverage of {stack}: {covered}/{len(rows)} ({share:.0f}%)")
     if covered < len(rows):

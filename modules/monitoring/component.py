@@ -27,6 +27,8 @@ def exporter_settings(
     queue: Mapping[str, str] | None,
     oltp_url: str | None,
     query_secrets: Mapping[str, str],
+    dns_verification: Sequence[Mapping[str, Any]] = (),
+    dns_ca_file: str | None = None,
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
@@ -39,6 +41,11 @@ def exporter_settings(
         "check_interval_seconds": reputation.interval_for(environment),
         "concurrency": reputation.concurrency,
         "query_timeout_seconds": reputation.timeout,
+        "dns_verification": [dict(item) for item in dns_verification],
+        "dns_resolvers": list(resolvers),
+        "dns_ca_file": dns_ca_file,
+        # Every minute in dev (tests wait for it), every 5 minutes elsewhere.
+        "dns_interval_seconds": 60.0 if environment == "dev" else 300.0,
     }
 
 

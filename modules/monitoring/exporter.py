@@ -1,11 +1,12 @@
-"""The ``penguinmails`` exporter: the queue's depth and the sending IPs' DNSBL state as Prometheus metrics.
+"""The ``penguinmails`` exporter: the queue's depth, the sending IPs' DNSBL state and the sending domains'
+DNS verification as Prometheus metrics.
 
 Queue metrics are read at scrape time through the queue's operator functions (``worker.stats()`` and the
 Redis lease sets, as ``penguinmails queue stats`` reads them) with short timeouts; a source that does not
 answer is reported as ``penguinmails_source_up{source=…} 0`` and its metrics are left out, so the scrape
 itself never fails. DNSBL checks are slow and rate-limited by the lists, so they run every
 ``check_interval_seconds`` in a background thread (writing each verdict to OLTP as the ``reputation``
-role) and scrapes serve the last round.
+role) and scrapes serve the last round; so does the DNS verification (every ``dns_interval_seconds``).
 
 The config file (written by the Pulumi side, ``<devenv>/monitoring/exporter-<stack>.json`` in dev) holds
 connection URLs with passwords and DNSBL query keys: it must be mode 0600, and neither is ever printed.
@@ -21,6 +22,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
@@ -28,6 +30,9 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modules.config.reputation import split_hostport
+from modules.dns.lookup import lookup_for
+from modules.dns.sts_fetch import PolicyFetcher
+from modules.dns.verify import DomainReport, expectations_from_output, verify
 from modules.errors import ToolkitError
 from modules.reputation.checker import Round, run_round
 from modules.reputation.dnsbl import Outcome, Zone
@@ -106,6 +111,12 @@ class ExporterConfig(_Model):
     concurrency: int = Field(default=50, ge=1, le=1000)
     query_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     scrape_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    # What the stack published and expects (its dns_verification output), checked every
+    # dns_interval_seconds through dns_resolvers (empty: the system's) like `penguinmails dns verify`.
+    dns_verification: list[dict] = Field(default_factory=list)
+    dns_resolvers: list[str] = Field(default_factory=list)
+    dns_ca_file: str | None = None
+    dns_interval_seconds: float = Field(default=300.0, ge=1, le=86400)
 
     @field_validator("oltp_url")
     @classmethod
@@ -254,25 +265,28 @@ class QueueReader:
         yield in_flight
 
 
-class ReputationLoop:
-    """The DNSBL rounds in a daemon thread; :attr:`last` is the newest finished round."""
+class _Periodic:
+    """A check that runs every ``interval`` seconds in a daemon thread; :attr:`last` is its newest result."""
 
-    def __init__(self, config: ExporterConfig):
-        self.config = config
-        self.store = ReputationStore(config.oltp_url, "penguinmails-exporter") if config.oltp_url else None
-        self.last: Round | None = None
+    what = "check"
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.last = None
+        self.rounds = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.rounds = 0
 
-    def run_once(self) -> Round:
-        c = self.config
-        done = run_round(
-            c.sending_ips, c.zones(), c.resolvers, c.concurrency, c.query_timeout_seconds, self.store
-        )
-        self.last = done
+    def wanted(self) -> bool:
+        return True
+
+    def check(self):
+        raise NotImplementedError
+
+    def run_once(self):
+        self.last = self.check()
         self.rounds += 1
-        return done
+        return self.last
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -280,26 +294,76 @@ class ReputationLoop:
             try:
                 self.run_once()
             except Exception:
-                log.exception("DNSBL round failed")
-            self._stop.wait(max(0.0, self.config.check_interval_seconds - (time.monotonic() - started)))
+                log.exception("%s failed", self.what)
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def start(self) -> None:
-        if self.config.sending_ips and self.config.dnsbl_zones and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="dnsbl-checks", daemon=True)
+        if self.wanted() and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.what, daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class ReputationLoop(_Periodic):
+    """The DNSBL rounds; :attr:`last` is the newest finished :class:`Round`."""
+
+    what = "DNSBL round"
+
+    def __init__(self, config: ExporterConfig):
+        super().__init__(config.check_interval_seconds)
+        self.config = config
+        self.store = ReputationStore(config.oltp_url, "penguinmails-exporter") if config.oltp_url else None
+
+    def wanted(self) -> bool:
+        return bool(self.config.sending_ips and self.config.dnsbl_zones)
+
+    def check(self) -> Round:
+        c = self.config
+        return run_round(
+            c.sending_ips, c.zones(), c.resolvers, c.concurrency, c.query_timeout_seconds, self.store
+        )
+
+    def stop(self) -> None:
+        super().stop()
         if self.store is not None:
             self.store.close()
 
 
+@dataclass(frozen=True)
+class DnsRound:
+    finished: float
+    reports: list[DomainReport]
+
+
+class DnsVerifyLoop(_Periodic):
+    """What `penguinmails dns verify` checks (MX, SPF, DKIM, DMARC, MTA-STS fetched over HTTPS, TLS-RPT,
+    PTR), for every sending domain of the stack, on a timer."""
+
+    what = "DNS verification"
+
+    def __init__(self, config: ExporterConfig):
+        super().__init__(config.dns_interval_seconds)
+        self.config = config
+        self.expectations = expectations_from_output(config.dns_verification)
+
+    def wanted(self) -> bool:
+        return bool(self.expectations)
+
+    def check(self) -> DnsRound:
+        lookup = lookup_for(self.config.dns_resolvers or None)
+        reports = verify(self.expectations, lookup, fetcher=PolicyFetcher(self.config.dns_ca_file))
+        return DnsRound(time.time(), reports)
+
+
 class PenguinmailsCollector(Collector):
-    def __init__(self, config: ExporterConfig, loop: ReputationLoop):
+    def __init__(self, config: ExporterConfig, loop: ReputationLoop, dns: DnsVerifyLoop | None = None):
         self.config = config
         self.loop = loop
+        self.dns = dns
         self.queue = QueueReader(config.queue, config.scrape_timeout_seconds) if config.queue else None
         self._lock = threading.Lock()  # one scrape at a time shares the queue connections
 
@@ -317,7 +381,34 @@ class PenguinmailsCollector(Collector):
                     else:
                         yield item
         yield from self._reputation(up)
+        yield from self._dns()
         yield up
+
+    def _dns(self) -> Iterator[GaugeMetricFamily]:
+        last = self.dns.last if self.dns is not None else None
+        if last is None:
+            return
+        failing = GaugeMetricFamily(
+            "penguinmails_dns_verify_failing",
+            "1 when a check of the domain's published records failed in the last verification",
+            labels=["domain"],
+        )
+        checks = GaugeMetricFamily(
+            "penguinmails_dns_verify_check_failing",
+            "1 when this check of the domain failed (spf, dkim, dmarc, mx, mta-sts, tls-rpt, ptr…)",
+            labels=["domain", "check"],
+        )
+        for report in last.reports:
+            failing.add_metric([report.domain], 0.0 if report.passed else 1.0)
+            for result in report.results:
+                checks.add_metric([report.domain, result.check.lower()], 0.0 if result.passed else 1.0)
+        yield failing
+        yield checks
+        yield GaugeMetricFamily(
+            "penguinmails_dns_verify_timestamp_seconds",
+            "When the last DNS verification finished",
+            value=last.finished,
+        )
 
     def _reputation(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
         last = self.loop.last
@@ -372,8 +463,9 @@ class Exporter:
         self.config = config
         self.host, self.port = split_hostport(listen, default_port=9395)
         self.loop = ReputationLoop(config)
+        self.dns = DnsVerifyLoop(config)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = PenguinmailsCollector(config, self.loop)
+        self.collector = PenguinmailsCollector(config, self.loop, self.dns)
         self.registry.register(self.collector)
         self.server = None
         self._thread = None
@@ -389,11 +481,13 @@ class Exporter:
         self.server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
         self.port = self.server.server_port
         self.loop.start()
+        self.dns.start()
         log.info("Exporter[%s] serving %s", self.config.stack, self.url)
         return self
 
     def stop(self) -> None:
         self.loop.stop()
+        self.dns.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

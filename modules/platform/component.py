@@ -12,6 +12,7 @@ from modules.ansible.mailhosts import MailHosts, converges
 from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
 from modules.dns.component import MailDns
+from modules.dns.sts_fetch import ca_file_for
 from modules.hostwinds.fleet import VpsFleet
 from modules.monitoring.component import Monitoring, exporter_settings
 from modules.postgres.component import PostgresTier, default_prefix
@@ -136,6 +137,7 @@ class Platform(pulumi.ComponentResource):
             "oltp_url": oltp_tier.reputation_url if oltp_tier is not None else None,
             "redis_url": self.redis_url,
             "secrets": pulumi.Output.all(**secrets) if secrets else {},
+            "dns": self.mail_dns.verification if self.mail_dns is not None else [],
         }
         return pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -150,6 +152,8 @@ class Platform(pulumi.ComponentResource):
                     else None,
                     oltp_url=v["oltp_url"],
                     query_secrets=v["secrets"],
+                    dns_verification=v["dns"],
+                    dns_ca_file=ca_file_for(config),
                 )
             )
         )

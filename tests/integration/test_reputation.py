@@ -311,3 +311,42 @@ def test_unreachable_sources_are_reported_and_the_scrape_still_answers(tmp_path,
         assert not any(name.startswith("penguinmails_queue_") for name, _ in metrics)
     finally:
         exporter.stop()
+
+
+VERIFY_ZONE = "verify.penguinmails.test"
+
+
+def test_dns_verification_is_exported_per_domain_and_check(tmp_path, tmp_path_factory):
+    """The exporter runs `dns verify`'s checks on a timer: a published MX passes, a missing DKIM key fails."""
+    with private_bind(tmp_path_factory.mktemp("verify"), [VERIFY_ZONE]) as server:
+        domain, host = f"shop.{VERIFY_ZONE}", f"mx.{VERIFY_ZONE}"
+        client(server).update(
+            VERIFY_ZONE,
+            [Change("add", f"{domain}.", "MX", f"10 {host}.", 60), Change("add", f"{host}.", "A", IP_A, 60)],
+        )
+        expectation = {
+            "domain": domain,
+            "mail_host": host,
+            "sending_ips": [IP_A],
+            "dkim_keys": [["pm1", "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAnotpublished"]],
+            "dmarc_policy": "v=DMARC1; p=quarantine",
+        }
+        _write_config(
+            tmp_path / "exporter-dns.json",
+            {
+                "stack": "itest",
+                "dns_verification": [expectation],
+                "dns_resolvers": [f"{server.host}:{server.port}"],
+                "dns_interval_seconds": 60,
+            },
+        )
+        exporter = Exporter(load_config(tmp_path / "exporter-dns.json"), f"127.0.0.1:{free_port()}").start()
+        try:
+            _wait(exporter, ("penguinmails_dns_verify_failing", (("domain", domain),)), 1.0, timeout=30)
+            metrics = _scrape(exporter)
+            check = "penguinmails_dns_verify_check_failing"
+            assert metrics[(check, (("check", "mx"), ("domain", domain)))] == 0.0
+            assert metrics[(check, (("check", "dkim"), ("domain", domain)))] == 1.0
+            assert metrics[("penguinmails_dns_verify_timestamp_seconds", ())] > time.time() - 60
+        finally:
+            exporter.stop()

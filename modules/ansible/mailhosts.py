@@ -278,7 +278,10 @@ class MailHosts(pulumi.ComponentResource):
         play_vars: pulumi.Input[dict[str, Any]] = playbook_vars(config)
         if flavor != "mailu":
             play_vars = pulumi.Output.from_input(monitoring_sources or []).apply(
-                lambda sources: {**playbook_vars(config), **monitoring_agent_vars(monitoring_enabled, sources)}
+                lambda sources: {
+                    **playbook_vars(config),
+                    **monitoring_agent_vars(monitoring_enabled, sources),
+                }
             )
         self.playbook = AnsiblePlaybook(
             f"{name}-playbook",

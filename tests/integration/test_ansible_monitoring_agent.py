@@ -79,6 +79,14 @@ def _sample(text: str, name: str, labels: str = "") -> float | None:
     return float(found.group(1)) if found else None
 
 
+def _sendmail(container: str, sender: str, recipient: str) -> None:
+    subprocess.run(
+        ["podman", "exec", "-i", container, "/usr/sbin/sendmail", "-f", sender, recipient],
+        input=f"Subject: deferred {uuid.uuid4().hex}\n\nThis one cannot be delivered.\n",
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def _pids(container: str) -> list[str]:
     return [_podman("exec", container, "cat", path).strip() for path in PID_FILES]
 
@@ -114,6 +122,7 @@ def agent(tmp_path_factory):
             "name": name,
             "ip": ip,
             "fqdn": fqdn,
+            "domain": domain,
             "gateway": gateway,
             "outsider": outsider,
             "outsider_ip": outsider_ip,
@@ -157,12 +166,7 @@ def test_postfix_exporter_shows_the_deferred_queue_growing(agent):
     queued_before = _sample(before, deferred, 'queue="deferred"') or 0
     status_before = _sample(before, "postfix_smtp_status_deferred") or 0
     # Nothing listens on the outsider's port 25: the connection is refused and Postfix defers at once.
-    subprocess.run(
-        ["podman", "exec", "-i", agent["name"], "/usr/sbin/sendmail", "-f", f"root@{agent['fqdn']}",
-         f"nobody@[{agent['outsider_ip']}]"],
-        input=f"Subject: deferred {uuid.uuid4().hex}\n\nThis one cannot be delivered.\n",
-        check=True, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    _sendmail(agent["name"], f"root@{agent['fqdn']}", f"nobody@[{agent['outsider_ip']}]")
     deadline = time.monotonic() + 90
     queued = status = 0.0
     while time.monotonic() < deadline:
@@ -199,3 +203,22 @@ def test_firewall_opens_the_exporters_to_the_monitoring_host_only(agent):
     # From the allowed source (the gateway: this machine) both answer.
     assert "node_boot_time_seconds" in _metrics(agent["ip"], NODE_PORT)
     assert "postfix_up" in _metrics(agent["ip"], POSTFIX_PORT)
+
+
+def test_deliveries_are_counted_per_sending_ip(agent):
+    """A tenant's message leaves through its sending IP's transport (smtp-main, bound to the host's
+    address); cron's counter labels its deferral with that IP (the postfix exporter cannot)."""
+    name = "penguinmails_smtp_deliveries_total"
+    labels = f'sending_ip="{agent["ip"]}",status="deferred"'
+    before = _sample(_metrics(agent["ip"], NODE_PORT), name, labels)
+    assert before is not None, "the counter has no series for the host's sending IP"
+    _sendmail(agent["name"], f"alice@{agent['domain']}", f"nobody@[{agent['outsider_ip']}]")
+    deadline = time.monotonic() + 150  # cron runs the counter once a minute
+    value = before
+    while time.monotonic() < deadline and value == before:
+        time.sleep(2)
+        value = _sample(_metrics(agent["ip"], NODE_PORT), name, labels)
+    log = _podman("exec", agent["name"], "tail", "-n", "3", "/var/log/postfix.log") if value == before else ""
+    assert value == before + 1, f"{name}{{{labels}}} stayed {before}; the mail log ends with:\n{log}"
+    text = _metrics(agent["ip"], NODE_PORT)
+    assert _sample(text, name, f'sending_ip="{agent["ip"]}",status="bounced"') == 0

@@ -68,8 +68,19 @@ MAIL_PACKAGES = (
     "certbot",
     "python3-certbot-dns-rfc2136",
     "cron",
+    # The monitoring agent's exporters (role monitoring_agent), scraped by the monitoring host.
+    "prometheus-node-exporter",
+    "prometheus-postfix-exporter",
 )
-MAIL_SERVICES = ("postfix", "dovecot", "spamd", "spamass-milter", "opendkim")
+MAIL_SERVICES = (
+    "postfix",
+    "dovecot",
+    "spamd",
+    "spamass-milter",
+    "opendkim",
+    "prometheus-node-exporter",
+    "prometheus-postfix-exporter",
+)
 # The monitoring VPS (role monitoring): Prometheus with promtool, Alertmanager with amtool.
 MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager")
 MONITORING_SERVICES = ("prometheus", "prometheus-alertmanager")

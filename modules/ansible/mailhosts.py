@@ -183,6 +183,18 @@ def playbook_vars(config: StackConfig) -> dict[str, Any]:
     }
 
 
+def monitoring_agent_vars(enabled: bool, allowed_sources: Iterable[str] = ()) -> dict[str, Any]:
+    """The monitoring_agent role's switch and the addresses its exporters' ports are open to.
+
+    The monitoring host (dev: the podman bridge's gateway, where the devenv Prometheus runs; production:
+    the monitoring VPS) is the only source the firewall lets reach node exporter and postfix exporter.
+    """
+    return {
+        "monitoring_agent_enabled": enabled,
+        "monitoring_agent_allowed_sources": sorted({str(source) for source in allowed_sources}),
+    }
+
+
 def signing_keys(private_keys: Mapping[str, Mapping[str, str]], selectors: Mapping[str, str]) -> list[dict]:
     """The active key of each domain, as the opendkim role takes it."""
     keys = []
@@ -203,6 +215,9 @@ class MailHosts(pulumi.ComponentResource):
         inventory: pulumi.Input[list[dict[str, Any]]],
         mail_dns: Any | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        monitoring_enabled: bool = True,
+        monitoring_sources: pulumi.Input[list[str]] | None = None,
     ):
         if acme_settings.enabled(config):
             acme_names.plan_for_stack(config)  # certificate names that cannot work fail before any resource
@@ -258,11 +273,21 @@ class MailHosts(pulumi.ComponentResource):
                 )
         dev = config.environment == "dev"
         policies = dict(getattr(mail_dns, "mta_sts_policies", None) or {})
+        # Native hosts run the monitoring agent (MailU hosts do not have it); its firewall opens the
+        # exporters to the monitoring host only, whose address the monitoring component gives.
+        play_vars: pulumi.Input[dict[str, Any]] = playbook_vars(config)
+        if flavor != "mailu":
+            play_vars = pulumi.Output.from_input(monitoring_sources or []).apply(
+                lambda sources: {
+                    **playbook_vars(config),
+                    **monitoring_agent_vars(monitoring_enabled, sources),
+                }
+            )
         self.playbook = AnsiblePlaybook(
             f"{name}-playbook",
             hosts=hosts,
             playbook="mailu.yml" if flavor == "mailu" else "mailhost.yml",
-            vars=playbook_vars(config),
+            vars=play_vars,
             secret_vars=secret_vars,
             host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes, policies)),
             group_vars=DEV_GROUP_VARS if dev else {},

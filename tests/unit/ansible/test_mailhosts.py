@@ -99,6 +99,14 @@ def test_playbook_vars_carry_warmup_and_tls_floor():
     }
 
 
+def test_monitoring_agent_vars_open_the_exporters_to_the_given_sources_once():
+    assert mailhosts.monitoring_agent_vars(True, ["10.88.0.1", "203.0.113.9", "10.88.0.1"]) == {
+        "monitoring_agent_enabled": True,
+        "monitoring_agent_allowed_sources": ["10.88.0.1", "203.0.113.9"],
+    }
+    assert mailhosts.monitoring_agent_vars(False)["monitoring_agent_enabled"] is False
+
+
 def test_only_the_active_selector_key_is_installed():
     keys = mailhosts.signing_keys(
         {"a.test": {"pm1": "PEM-OLD", "pm2": "PEM-NEW"}, "b.test": {"pm1": "PEM-B"}},
@@ -158,6 +166,21 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
         ]
         secrets = [a for a in mocks.created if a.typ.endswith("GeneratedSecret")]
         assert len(secrets) == 6
+
+    return hosts.playbook.urn.apply(check)
+
+
+@pulumi.runtime.test
+def test_component_passes_the_monitoring_host_to_the_agent(mocks):
+    hosts = mailhosts.MailHosts(
+        "pm-mail", _config(), INVENTORY, monitoring_sources=pulumi.Output.from_input(["10.88.0.1"])
+    )
+
+    def check(_):
+        playbook = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook")
+        assert playbook.inputs["vars"]["monitoring_agent_allowed_sources"] == ["10.88.0.1"]
+        assert playbook.inputs["vars"]["monitoring_agent_enabled"] is True
+        assert playbook.inputs["vars"]["postfix_warmup_stage"] == 4
 
     return hosts.playbook.urn.apply(check)
 

@@ -17,6 +17,7 @@ from modules.ansible.runner import ANSIBLE_DIR
 
 ROLES = (
     "common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts", "acme", "monitoring",
+    "monitoring_agent",
 )  # fmt: skip
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
@@ -160,7 +161,13 @@ def test_playbooks_keep_mailu_and_native_hosts_apart():
         "spamassassin",
         "opendkim",
         "mta_sts",
+        "monitoring_agent",
     }
+    roles = [r["role"] for r in native["roles"]]
+    # The postfix exporter reads Postfix's showq socket and log: the agent comes after Postfix.
+    assert roles.index("monitoring_agent") > roles.index("postfix")
+    agent = next(r for r in native["roles"] if r["role"] == "monitoring_agent")
+    assert agent["when"] == "monitoring_agent_enabled | default(true) | bool"
     assert [r["role"] for r in mailu["roles"]] == ["common", "mailu"]
 
 

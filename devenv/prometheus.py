@@ -29,6 +29,7 @@ ALERT_SINK_PORT = 9394
 # One scrape job per exporter kind (the contract of issue 12); the Pulumi side writes <job>/<stack>.json.
 JOBS = ("node", "postfix", "postgres", "redis", "bind", "penguinmails", "prometheus", "alertmanager")
 DEVENV_STACK = "devenv"
+PODMAN_GATEWAY = "10.88.0.1"  # this machine's address on podman's default bridge
 RULES_GLOB = REPO_ROOT / "ansible" / "roles" / "monitoring" / "files" / "rules" / "*.rules.yml"
 INTERVAL = "5s"  # scrape, evaluation and file_sd refresh in dev: tests wait seconds, not minutes
 RETENTION = "3d"
@@ -254,4 +255,7 @@ class PrometheusService(ProcessService):
         return {
             "PENGUINMAILS_PROMETHEUS_URL": self.url,
             "PENGUINMAILS_PROMETHEUS_TARGETS_DIR": str(self.targets),
+            # Where its scrapes of podman hosts come from (this machine on the bridge): the only address
+            # a dev mail host's firewall opens its exporters to.
+            "PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE": PODMAN_GATEWAY,
         }

@@ -619,14 +619,6 @@ def _check_hostport(value: str) -> str:
 HostPort = Annotated[str, AfterValidator(_check_hostport)]
 
 
-class MonitoringVpsConfig(FleetConfig):
-    """The VPS a staging or production stack orders for Prometheus and Alertmanager: one node."""
-
-    nodes: int = Field(default=1, ge=1, le=1, description="one monitoring host")
-    name_pattern: str = "mon-{index:02d}"
-    firewall_profile: str | None = None
-
-
 class MonitoringExporters(Strict):
     """Exporters the stack reaches but does not run (a hosted PostgreSQL's, a Redis of its own…).
 
@@ -641,25 +633,12 @@ class MonitoringExporters(Strict):
 
 
 class MonitoringConfig(Strict):
-    """Prometheus scrape targets generated from the stack, and where alerts go."""
+    """Prometheus scrape targets generated from the stack (``enabled: false``: nothing watches it)."""
 
     enabled: bool = True
-    scrape_interval: str = Field(default="15s", pattern=r"^[0-9]+(ms|s|m)$")
-    host: MonitoringVpsConfig | None = None
-    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    email_to: list[str] = Field(default_factory=list)
     exporters: MonitoringExporters = MonitoringExporters()
     # The Prometheus that `penguinmails monitoring coverage` asks (a real stack: through an SSH tunnel).
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-
-    @field_validator("email_to")
-    @classmethod
-    def _addresses(cls, values: list[str]) -> list[str]:
-        for position, value in enumerate(values):
-            local, _, domain = value.partition("@")
-            if not local or not HOSTNAME_RE.match(domain.lower()):
-                raise ValueError(f"item {position} {value!r} is not an email address")
-        return values
 
 
 class StackConfig(Strict):

@@ -1,8 +1,9 @@
 """The stack's monitoring: scrape targets for everything it declares, from the same `up` that creates it.
 
 A dev stack writes its targets into the devenv Prometheus (:class:`ScrapeTargets`). A staging or production
-stack exports the same plan as ``monitoring_targets`` for its monitoring host; until ``monitoring.host``
-is set, nothing scrapes it and the preview says so (``penguinmails monitoring coverage`` fails too).
+stack exports the same plan as ``monitoring_targets`` for its monitoring host (the ``monitoring`` role);
+the stack does not order that host yet, and the preview says so (``penguinmails monitoring coverage``
+against it fails until one scrapes the stack).
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ class Monitoring(pulumi.ComponentResource):
                 jobs=self.jobs,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
             )
-        elif config.host is None:
+        else:
             pulumi.log.warn(
-                "monitoring: no monitoring.host is set, so nothing scrapes this stack; the plan is in the "
-                "monitoring_targets output (set monitoring.host, or monitoring.enabled: false to say so)",
+                "monitoring: this version does not yet order a monitoring host for a staging or production "
+                "stack; converge one with ansible/playbooks/monitoring.yml and the monitoring_targets output "
+                "(or set monitoring.enabled: false to say nothing watches this stack)",
                 self,
             )
         self.register_outputs({"jobs": self.jobs})

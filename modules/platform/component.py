@@ -6,6 +6,8 @@ the foundation slice declares the credentials those parts will use and the queue
 
 from __future__ import annotations
 
+import os
+
 import pulumi
 
 from modules.ansible.mailhosts import MailHosts, converges
@@ -88,7 +90,13 @@ class Platform(pulumi.ComponentResource):
         self.mail_hosts = None
         if self.fleet is not None and converges(config, pulumi.get_stack()):
             self.mail_hosts = MailHosts(
-                f"{name}-mail", config, self.fleet.inventory, self.mail_dns, opts=child
+                f"{name}-mail",
+                config,
+                self.fleet.inventory,
+                self.mail_dns,
+                opts=child,
+                monitoring_enabled=config.monitoring.enabled,
+                monitoring_sources=self._scrape_sources(config),
             )
 
         # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
@@ -122,6 +130,19 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
         self.register_outputs({"redis_url": self.redis_url})
+
+    @staticmethod
+    def _scrape_sources(config: StackConfig) -> list[str]:
+        """Who may scrape the mail hosts' exporters: in a dev stack the devenv Prometheus's address on the
+        podman bridge; a real stack's monitoring host is not deployed yet, so nothing (ports closed)."""
+        if config.environment != "dev":
+            return []
+        source = os.environ.get("PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE")
+        if not source:
+            pulumi.log.warn(
+                "monitoring: PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE is unset (run `source tools/env.sh`)"
+            )
+        return [source] if source else []
 
     def _exporter_config(self, config: StackConfig) -> pulumi.Output[dict]:
         """The penguinmails exporter's sources (a secret: database and Redis passwords)."""

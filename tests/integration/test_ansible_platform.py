@@ -9,8 +9,11 @@ installed on the host is the one published in DNS. A second preview plans nothin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,8 +21,12 @@ import pytest
 import testinfra
 from pulumi import automation as auto
 
+from devenv.alert_sink import AlertSinkService
+from devenv.bind import free_port
 from devenv.podman_hosts import PodmanHosts
+from devenv.prometheus import RULES_GLOB, AlertmanagerService, PrometheusService
 from modules.dns.lookup import ServerLookup
+from modules.monitoring.coverage import components_from_state, coverage
 from tests.support.dns import private_bind, provider_env
 from tests.support.engine import project_stack
 from tests.support.hostwinds import private_simulator
@@ -79,6 +86,7 @@ def test_up_converges_the_dev_fleet_with_the_published_dkim_key(tmp_path, devenv
             )
             try:
                 _exercise(stack, bind, inventory_dir)
+                _monitored(stack, tmp_path, inventory_dir)
             finally:
                 with contextlib.suppress(auto.CommandError):
                     stack.destroy(color="never")
@@ -115,3 +123,52 @@ def _exercise(stack, bind, inventory_dir):
     # Nothing changed: the next preview plans no update, so no host is touched again.
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}
+
+
+def _monitored(stack, tmp_path, inventory_dir):
+    """The same up made the node's scrape targets: a Prometheus reading them (with the checkout's rules)
+    finds the node's exporters up, and a stopped Postfix reaches the webhook as PostfixDown."""
+    root = tmp_path / "monitoring"  # project_stack points the stack's targets at <tmp>/prometheus-targets
+    (root / "prometheus").mkdir(parents=True)
+    (root / "prometheus" / "targets").symlink_to(tmp_path / "prometheus-targets")
+    sink = AlertSinkService(root=root, port=free_port())
+    alertmanager = AlertmanagerService(root=root, port=free_port(), sink_port=sink.port)
+    prometheus = PrometheusService(
+        root=root, port=free_port(), alertmanager_port=alertmanager.port, rules=RULES_GLOB
+    )
+    services = [sink, alertmanager, prometheus]
+    try:
+        for service in services:
+            service.start()
+        url = f"http://{prometheus.address}"
+        resources = stack.export_stack().deployment["resources"]
+        fleet = [c for c in components_from_state(resources) if c.id.startswith("fleet/")]
+        assert [c.id for c in fleet] == ["fleet/mx-01"]
+        deadline = time.monotonic() + 90
+        while True:
+            rows = coverage(fleet, "dev", url)
+            if all(row.ok for row in rows) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert all(row.ok for row in rows), [(r.component, r.job, r.gap(), r.targets) for r in rows]
+
+        host = testinfra.get_host(
+            "ansible://mx-01", ansible_inventory=str(inventory_dir / "generated-dev.yml")
+        )
+        stopped = time.monotonic()
+        assert host.run("postfix stop").rc == 0
+        alert = None
+        while alert is None and time.monotonic() - stopped < 120:  # the issue's bound for this alert
+            with urllib.request.urlopen(f"http://{sink.address}/alerts", timeout=5) as answer:
+                for payload in json.load(answer):
+                    for item in payload.get("alerts", []):
+                        labels = item.get("labels", {})
+                        if labels.get("alertname") == "PostfixDown" and item.get("status") == "firing":
+                            alert = labels
+            time.sleep(2)
+        assert alert is not None, "PostfixDown did not reach the webhook within 2 minutes of `postfix stop`"
+        assert alert["component"] == "fleet/mx-01" and alert["stack"] == "dev" and alert["severity"] == "page"
+        print(f"PostfixDown at the webhook {time.monotonic() - stopped:.0f} s after postfix stop")
+    finally:
+        for service in reversed(services):
+            service.stop()

@@ -80,6 +80,7 @@ def test_default_ports_and_env_are_the_contract(tmp_path):
         "PENGUINMAILS_PROMETHEUS_TARGETS_DIR": str(tmp_path / "prometheus" / "targets"),
         "PENGUINMAILS_ALERTMANAGER_URL": "http://127.0.0.1:9393",
         "PENGUINMAILS_ALERT_SINK_URL": "http://127.0.0.1:9394",
+        "PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE": "10.88.0.1",
     }
 
 

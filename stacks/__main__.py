@@ -37,6 +37,8 @@ for _tier, _postgres in platform.postgres_tiers.items():
     pulumi.export(f"postgres_{_tier}_app_url", _postgres.app_url)
     if _postgres.worker_url is not None:  # the queue workers' role (secret)
         pulumi.export(f"postgres_{_tier}_worker_url", _postgres.worker_url)
+    if _postgres.warmup_url is not None:  # the IP warm-up job's and CLI's role (secret)
+        pulumi.export(f"postgres_{_tier}_warmup_url", _postgres.warmup_url)
 # [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
 pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])
 # DNS and email authentication: published selectors, MTA-STS policies, PTRs and the live verification.

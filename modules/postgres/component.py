@@ -8,6 +8,7 @@ Roles of a tier (``<prefix>_<tier>_<role>``):
   tenant tables, SELECT on shared reference tables and EXECUTE on the functions it calls.
 * ``readonly`` logs in for reporting: SELECT only, still under RLS, read-only transactions by default.
 * ``worker`` (queue tier only) logs in for the queue workers: EXECUTE on the ``worker`` functions, no table.
+* ``warmup`` (oltp tier only) logs in for the IP warm-up job and CLI: EXECUTE on the ``warmup`` functions.
 
 What each duty may do in each tier is :mod:`modules.postgres.duties`.
 """
@@ -37,6 +38,7 @@ class TierNames:
     app: str
     readonly: str
     worker: str
+    warmup: str
 
 
 def default_prefix(stack: str) -> str:
@@ -53,6 +55,7 @@ def tier_names(tier: str, config: PostgresTierConfig, prefix: str) -> TierNames:
         app=f"{prefix}_{tier}_app",
         readonly=f"{prefix}_{tier}_readonly",
         worker=f"{prefix}_{tier}_worker",
+        warmup=f"{prefix}_{tier}_warmup",
     )
 
 
@@ -146,6 +149,7 @@ class PostgresTier(pulumi.ComponentResource):
         self.app = login_role("app")
         self.readonly = login_role("readonly")
         self.worker = login_role("worker") if "worker" in duties else None
+        self.warmup = login_role("warmup") if "warmup" in duties else None
 
         def url(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
             return pulumi.Output.secret(
@@ -159,6 +163,7 @@ class PostgresTier(pulumi.ComponentResource):
         self.app_url = url(self.app.role, passwords["app"])
         self.readonly_url = url(self.readonly.role, passwords["readonly"])
         self.worker_url = url(self.worker.role, passwords["worker"]) if self.worker is not None else None
+        self.warmup_url = url(self.warmup.role, passwords["warmup"]) if self.warmup is not None else None
         outputs = {
             "database": names.database,
             "app_role": self.app.role,
@@ -168,4 +173,6 @@ class PostgresTier(pulumi.ComponentResource):
         }
         if self.worker_url is not None:
             outputs["worker_url"] = self.worker_url
+        if self.warmup_url is not None:
+            outputs["warmup_url"] = self.warmup_url
         self.register_outputs(outputs)

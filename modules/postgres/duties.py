@@ -12,20 +12,23 @@ can reach is decided by *which schema* an object lives in:
   back, and no UPDATE/DELETE/TRUNCATE), readonly reports on it, both under the tenant fence.
 * ``worker`` (queue, from ``schemas/queue/0004_*``) — SECURITY DEFINER functions of the queue workers, the
   only thing the ``worker`` role can touch.
+* ``warmup`` (oltp, from ``schemas/oltp/0010_*``) — SECURITY DEFINER functions that read and change the
+  sending IPs' warm-up plans, the only thing the ``warmup`` role can touch.
 * ``internal``, ``pm_meta``, ``partitions`` — owner only.
 
 Duties: ``app`` and ``readonly`` in every tier (tenant-facing: every session sets ``app.tenant_id``);
-``worker`` in the queue tier only (cross-tenant, through its functions alone).
+``worker`` in the queue tier only (cross-tenant, through its functions alone); ``warmup`` in the oltp tier
+only (the warm-up job and ``penguinmails warmup``, through its functions alone).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-DUTIES = ("app", "readonly", "worker")
+DUTIES = ("app", "readonly", "worker", "warmup")
 TENANT_FACING = ("app", "readonly")
 SEARCH_PATH = "app, platform, public"
-CONNECTION_LIMITS = {"migrator": 10, "app": 100, "readonly": 20, "worker": 64}
+CONNECTION_LIMITS = {"migrator": 10, "app": 100, "readonly": 20, "worker": 64, "warmup": 8}
 
 SETTINGS: dict[str, dict[str, str]] = {
     "app": {
@@ -42,6 +45,12 @@ SETTINGS: dict[str, dict[str, str]] = {
     },
     "worker": {
         "search_path": "worker, pg_catalog",
+        "statement_timeout": "30s",
+        "lock_timeout": "10s",
+        "idle_in_transaction_session_timeout": "60s",
+    },
+    "warmup": {
+        "search_path": "warmup, pg_catalog",
         "statement_timeout": "30s",
         "lock_timeout": "10s",
         "idle_in_transaction_session_timeout": "60s",
@@ -90,6 +99,8 @@ GRANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("queue", "readonly"): _READONLY,
     ("queue", "worker"): [*_usage("worker"), _grant("functions", "worker", "EXECUTE")],
+    # The sending IPs' warm-up plans change only through these functions (schemas/oltp/0010_*).
+    ("oltp", "warmup"): [*_usage("warmup"), _grant("functions", "warmup", "EXECUTE")],
 }
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import psycopg
 from pglast import ast, parse_sql
 from pglast.enums import BoolExprType, SubLinkType
+
+from modules.postgres.duties import duties_for
 from pglast.parser import ParseError
 
 TENANT_COLUMN = "tenant_id"
@@ -214,8 +216,8 @@ def pinned_search_path(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def managed_role_grantees(owner: str) -> set[str]:
-    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, and the queue's ``_worker``, next to
-    ``…_migrator``).
+    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, and the duties of that tier such as the
+    queue's ``_worker`` and the oltp tier's ``_warmup``, next to ``…_migrator``).
 
     Their grants are applied after the migrations and compared by the ``Role`` resources on refresh, so they
     are left out of the migrations' fingerprint (they would otherwise all look added).
@@ -224,7 +226,8 @@ def managed_role_grantees(owner: str) -> set[str]:
         return set()
     base = owner[: -len("_migrator")]
     roles = {f"{base}_app", f"{base}_readonly"}
-    return roles | {f"{base}_worker"} if base.endswith("_queue") else roles
+    tier = base.rsplit("_", 1)[-1]
+    return roles | {f"{base}_{duty}" for duty in duties_for(tier)}
 
 
 # Managed schemas: all but the catalogs, toast and temporary schemas. Objects of extensions are left out.

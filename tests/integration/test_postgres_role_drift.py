@@ -87,9 +87,13 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
     db = provision(tier, directory=before)
     try:
         for kind in list(db.missing):  # the duty's grants as they were before the schema existed
+            if set(db.missing[kind]) - {schema}:
+                continue  # the duty of a later migration (oltp's warmup, 0010): it comes after them
             add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] != schema])
         with db.connect() as admin:
             mig.apply(admin, mig.load_dir(REPO_ROOT / "schemas" / tier), owner=db.role("migrator"))
+        for kind in list(db.missing):
+            add_duty(db, kind)
             grants = admin.execute(
                 """SELECT c.relname, pg_get_userbyid(a.grantee), a.privilege_type
                      FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a

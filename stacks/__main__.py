@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from modules.config.loader import load_stack_config
+from modules.config.warmup import deprecations
 from modules.errors import ConfigError
 from modules.platform.component import Platform
 from modules.postgres.component import default_prefix
@@ -18,6 +19,9 @@ try:
     config = load_stack_config()
 except ConfigError as error:
     raise pulumi.RunError(error.message) from None
+
+for _message in deprecations(config):
+    pulumi.log.warn(_message)
 
 platform = Platform("penguinmails", config)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modules.cli import config_cmd, devenv_cmd, dns_cmd, fleet_cmd, queue_cmd
+from modules.cli import config_cmd, devenv_cmd, dns_cmd, fleet_cmd, queue_cmd, warmup_cmd
 from modules.cli.console import errors
 from modules.errors import ToolkitError
 
@@ -14,6 +14,7 @@ app.add_typer(devenv_cmd.app, name="devenv")
 app.add_typer(dns_cmd.app, name="dns")
 app.add_typer(fleet_cmd.app, name="fleet")
 app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(warmup_cmd.app, name="warmup")
 state = {"verbose": False}
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from pglast import ast, parse_sql
 from pglast.enums import BoolExprType, SubLinkType
+from pglast.parser import ParseError
 
 from modules.postgres.duties import duties_for
-from pglast.parser import ParseError
 
 TENANT_COLUMN = "tenant_id"
 TENANT_SCHEMA = "app_private"

@@ -7,13 +7,13 @@ those functions and touch no table: starting a plan, recording a decision, holdi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import psycopg
 
 from modules.errors import ToolkitError
-from modules.reputation.warmup import Caps, Decision, IpState, WarmupPlan
+from modules.reputation.warmup import Caps, Decision, Figures, IpState, WarmupPlan
 
 
 class WarmupStoreError(ToolkitError):
@@ -89,7 +89,13 @@ class WarmupStore:
         return bool(rows[0][0])
 
     def record(
-        self, ip: str, expected_day: int, decision: Decision, at: datetime, last_sent_at: datetime | None
+        self,
+        ip: str,
+        expected_day: int,
+        decision: Decision,
+        at: datetime,
+        last_sent_at: datetime | None,
+        figures: Figures | None = None,
     ) -> bool:
         """Store ``decision`` if the plan is still on ``expected_day`` (False: it moved meanwhile)."""
         moved = decision.action in ("advance", "back_off", "rewarm")
@@ -102,7 +108,13 @@ class WarmupStore:
                 decision.caps.daily,
                 decision.caps.hourly,
                 json.dumps(decision.caps.providers),
-                json.dumps({**decision.as_dict(), "at": at.isoformat()}),
+                json.dumps(
+                    {
+                        **decision.as_dict(),
+                        "at": at.isoformat(),
+                        "figures": asdict(figures) if figures else None,
+                    }
+                ),
                 moved,
                 at,
                 last_sent_at,

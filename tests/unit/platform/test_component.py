@@ -51,7 +51,9 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
             "worker",
         ]
         assert "worker" not in platform.tier_passwords["oltp"]
-        assert "warmup" in platform.tier_passwords["oltp"] and "warmup" not in platform.tier_passwords["queue"]
+        assert (
+            "warmup" in platform.tier_passwords["oltp"] and "warmup" not in platform.tier_passwords["queue"]
+        )
         user = next(r for r in mocks.resources if r.typ == "pulumi-python:dynamic/redis:User")
         assert user.inputs["username"] == "pm-queue"
         assert user.inputs["key_prefixes"] == ["queue:"]

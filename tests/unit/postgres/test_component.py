@@ -52,7 +52,16 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
     def check(args):
         url, secret, warmup_url, warmup_secret = args
         types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
-        assert types == ["Database", "Extension", "Extension", "Role", "Role", "Role", "Role", "SchemaMigrations"]
+        assert types == [
+            "Database",
+            "Extension",
+            "Extension",
+            "Role",
+            "Role",
+            "Role",
+            "Role",
+            "SchemaMigrations",
+        ]
         warmup = mocks.by_name("pm-oltp-warmup")
         assert warmup.inputs["grants"] == grants_for("oltp", "warmup")
         assert warmup.inputs["settings"]["search_path"] == "warmup, pg_catalog"

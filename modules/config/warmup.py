@@ -25,7 +25,7 @@ class WarmupConfig(BaseModel):
         ge=1,
         description=f"day new plans start on; default 1, or the deprecated {DEPRECATED_STAGE}",
     )
-    # The job runs once a day at this UTC hour (and on `penguinmails warmup advance`).
+    # The job runs once a day at this UTC hour.
     advance_hour_utc: int = Field(default=6, ge=0, le=23)
 
 

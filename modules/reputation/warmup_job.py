@@ -4,7 +4,7 @@ Why the queue's ``warmup`` queue and not pg_cron on the OLTP tier: the figures l
 logs, which a job inside PostgreSQL cannot read; a queue worker (Python, on the platform side) reaches the
 hosts over SSH like Ansible does, and the OLTP tier through the ``warmup`` duty. :func:`handle` is the
 handler for jobs ``{"kind": "ip-warmup-cycle"}`` of that queue; :func:`run_cycle` is the plain function it
-(and ``penguinmails warmup advance``) calls. After a cycle the new caps go to the hosts as the postfix
+calls. After a cycle the new caps go to the hosts as the postfix
 role's variables (:func:`host_caps`), through the next converge.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from modules.reputation import postfix_log
-from modules.reputation.warmup import Action, Decision, IpState, WarmupPlan, decide
+from modules.reputation.warmup import Decision, IpState, WarmupPlan, decide
 from modules.reputation.warmup_store import StoredPlan, WarmupStore
 
 log = logging.getLogger("penguinmails.reputation.warmup")
@@ -94,8 +94,8 @@ def run_cycle(
             max(filter(None, [state.last_sent_at, last_sent]), default=None),
         )
         result.decision = decide(stored.plan, current, now, figures)
-        if result.decision.action != Action.WAIT or stored.last_decision is None:
-            result.stored = store.record(stored.ip, state.day, result.decision, now, last_sent, figures)
+        # Every decision is stored, waits too: `warmup status` shows the figures and reason of the last run.
+        result.stored = store.record(stored.ip, state.day, result.decision, now, last_sent, figures)
         log.info(
             "Warm-up[%s]: %s → day %s (%s)",
             stored.ip,

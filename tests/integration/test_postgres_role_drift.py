@@ -92,8 +92,6 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
             add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] != schema])
         with db.connect() as admin:
             mig.apply(admin, mig.load_dir(REPO_ROOT / "schemas" / tier), owner=db.role("migrator"))
-        for kind in list(db.missing):
-            add_duty(db, kind)
             grants = admin.execute(
                 """SELECT c.relname, pg_get_userbyid(a.grantee), a.privilege_type
                      FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
@@ -101,6 +99,8 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
                 [schema],
             ).fetchall()
         assert grants == [], f"{tier}: grants left on {schema}: {grants}"
+        for kind in list(db.missing):
+            add_duty(db, kind)
         # The Role resources' next update then grants what the duty says (nothing on fleet, INSERT on audit).
         for kind in ("app", "readonly"):
             if tier == "analytics":

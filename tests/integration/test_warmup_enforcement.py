@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from modules.ansible import runner
+from modules.dns import dkim as dns_dkim
 from modules.reputation import postfix_log
 from tests.infra.support import Lab, native_host_vars
 
@@ -86,7 +87,11 @@ def capped(tmp_path_factory, devenv_env):
         host_vars["postfix_warmup_daily_caps"] = [
             {"name": "main", "daily_cap": DAILY_CAP, "provider_caps": {"google": 2}}
         ]
-        secret_vars = {"dovecot_users": [{"address": f"postmaster@{domain}", "password": password}]}
+        private_pem, _public = dns_dkim.generate_key()  # signs; nobody verifies here
+        secret_vars = {
+            "dovecot_users": [{"address": f"postmaster@{domain}", "password": password}],
+            "opendkim_keys": [{"domain": domain, "selector": "pm1", "private_key": private_pem}],
+        }
         text = lab.inventory(names=["mx-1"], host_vars={"mx-1": host_vars})
         runs = []
         for _ in range(2):

@@ -188,3 +188,28 @@ def test_the_warmup_role_touches_no_table(db):
     with db.connect("warmup") as conn:
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM fleet.ip_warmup_plans")
+
+
+def test_a_job_cycle_starts_missing_plans_and_decides_the_others(db):
+    from modules.reputation.warmup_job import HostLog, run_cycle
+
+    with db.connect("migrator") as conn:
+        vps = conn.execute(
+            "SELECT vps_instance_id FROM fleet.smtp_ip_addresses WHERE ip_address = %s", [IP]
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO fleet.smtp_ip_addresses (vps_instance_id, ip_address) VALUES (%s, '192.0.2.78')",
+            [vps],
+        )
+    now = T0 + timedelta(days=45)
+    line = (
+        f"{now:%b %d %H:%M:%S} mx-1 postfix/smtp-ip1/smtp[9]: 4B1: to=<a@example.org>, relay=x[192.0.2.9]:25, "
+        "delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)"
+    )
+    logs = [HostLog([line], {"ip1": IP, "ip2": "192.0.2.78"})]
+    results = {r.ip: r for r in run_cycle(store_of(db), logs, WarmupPlan(), 4, now + timedelta(minutes=1))}
+    assert results["192.0.2.78"].started is True
+    assert results[IP].figures.delivered == 1 and results[IP].decision.action == Action.WAIT
+    plans = {p.ip: p for p in store_of(db).plans()}
+    assert plans["192.0.2.78"].state.day == 4 and plans["192.0.2.78"].caps.daily == WarmupPlan().daily_cap(4)
+    assert plans[IP].last_decision["figures"]["delivered"] == 1

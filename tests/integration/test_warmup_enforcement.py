@@ -55,6 +55,23 @@ def _client_tls() -> ssl.SSLContext:
     return context
 
 
+def _end_window(capped) -> None:
+    """Delete postfwd's counter of the IP, as the end of its window does (postfwd exits 1 even then)."""
+    done = subprocess.run(
+        [
+            "podman",
+            "exec",
+            capped["lab"].podman.container_name("mx-1"),
+            "/usr/sbin/postfwd",
+            "--delrate=pm_sending_ip=main",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "rate cache item 'pm_sending_ip=main' removed" in done.stdout, done.stdout + done.stderr
+
+
 def _exec(lab: Lab, name: str, *argv: str, stdin: str | None = None) -> str:
     done = subprocess.run(
         ["podman", "exec", "-i", lab.podman.container_name(name), *argv],
@@ -83,7 +100,9 @@ def capped(tmp_path_factory, devenv_env):
         )
         password = uuid.uuid4().hex
         host_vars = native_host_vars(host, [domain])
-        host_vars["postfix_sending_ips"][0]["hourly_cap"] = 7200
+        # Late in the plan (no pause per destination: every test recipient goes to the one sink), with the
+        # plan's hourly cap spacing deliveries over the whole transport.
+        host_vars["postfix_sending_ips"][0].update({"warmup_stage": 18, "hourly_cap": 7200})
         host_vars["postfix_warmup_daily_caps"] = [
             {"name": "main", "daily_cap": DAILY_CAP, "provider_caps": {"google": 2}}
         ]
@@ -170,7 +189,9 @@ def test_the_daily_cap_accepts_n_and_defers_the_next_without_losing_it(capped):
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         _send(capped, over)
     code, text = refused.value.recipients[over]
-    assert code == 450 and b"4.7.1 Daily warm-up cap of sending IP main reached" in text
+    assert (
+        code == 450 and text.startswith(b"4.7.1 ") and b"Daily warm-up cap of sending IP main reached" in text
+    )
     # A 4xx: the client keeps the message. Postfix took nothing (no queue file, a NOQUEUE line) …
     assert over not in _queued_recipients(capped)
     assert any(
@@ -183,7 +204,7 @@ def test_the_daily_cap_accepts_n_and_defers_the_next_without_losing_it(capped):
     login, _ = capped["login"]
     assert _send(capped, login) == {}
     # … and once the window is over (its counter gone) the same message goes out.
-    _exec(capped["lab"], "mx-1", "/usr/sbin/postfwd", "--delrate=pm_sending_ip=main")
+    _end_window(capped)
     assert _send(capped, over) == {}
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -196,7 +217,7 @@ def test_the_daily_cap_accepts_n_and_defers_the_next_without_losing_it(capped):
 
 def test_the_provider_cap_defers_a_large_receiver_before_the_total(capped):
     # google's cap is 2: its third recipient is deferred even though the total has room again.
-    _exec(capped["lab"], "mx-1", "/usr/sbin/postfwd", "--delrate=pm_sending_ip=main")
+    _end_window(capped)
     for n in (1, 2):
         assert _send(capped, f"user{n}@gmail.com") == {}
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
@@ -206,7 +227,7 @@ def test_the_provider_cap_defers_a_large_receiver_before_the_total(capped):
 
 
 def test_the_log_parser_counts_sent_deferred_and_bounced_per_ip(capped):
-    deadline, lines = time.monotonic() + 90, []
+    deadline, lines = time.monotonic() + 180, []
     while time.monotonic() < deadline:
         lines = _log(capped)
         statuses = {

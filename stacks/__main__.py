@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from modules.config.loader import load_stack_config
+from modules.config.warmup import deprecations
 from modules.errors import ConfigError
 from modules.platform.component import Platform
 from modules.postgres.component import default_prefix
@@ -18,6 +19,9 @@ try:
     config = load_stack_config()
 except ConfigError as error:
     raise pulumi.RunError(error.message) from None
+
+for _message in deprecations(config):
+    pulumi.log.warn(_message)
 
 platform = Platform("penguinmails", config)
 
@@ -39,6 +43,8 @@ for _tier, _postgres in platform.postgres_tiers.items():
         pulumi.export(f"postgres_{_tier}_worker_url", _postgres.worker_url)
     if _postgres.reputation_url is not None:  # the DNSBL checker's role (secret)
         pulumi.export(f"postgres_{_tier}_reputation_url", _postgres.reputation_url)
+    if _postgres.warmup_url is not None:  # the IP warm-up job's and CLI's role (secret)
+        pulumi.export(f"postgres_{_tier}_warmup_url", _postgres.warmup_url)
 # [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
 pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])
 # DNS and email authentication: published selectors, MTA-STS policies, PTRs and the live verification.

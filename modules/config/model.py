@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from modules.config.reputation import ReputationConfig
+from modules.config.warmup import WarmupConfig
 
 # A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -520,7 +521,8 @@ class AcmeConfig(Strict):
 class MailConfig(Strict):
     flavor: Literal["native", "mailu"] = "native"
     hostname_prefix: str = "mail"
-    warmup_stage: int = Field(default=1, ge=1, le=21, description="day of the 21-day IP warm-up plan")
+    # Deprecated: the day new warm-up plans start on (modules/config/warmup.py start_day; README "IP warm-up").
+    warmup_stage: int = Field(default=1, ge=1, le=21, description="deprecated: use warmup.start_day")
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     message_size_limit_mb: int = Field(default=25, ge=1, le=100)
     mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"
@@ -654,6 +656,7 @@ class StackConfig(Strict):
     mail: MailConfig = MailConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     reputation: ReputationConfig = ReputationConfig()
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     # Staging/production: where CI hands a secret over instead of the secret config value (the secret
     # config value wins when both are set). A dev stack reads the devenv's variables instead.
     secrets_from_env: SecretsFromEnv = Field(default_factory=dict, alias="secretsFromEnv")

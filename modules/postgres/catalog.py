@@ -26,6 +26,8 @@ from pglast import ast, parse_sql
 from pglast.enums import BoolExprType, SubLinkType
 from pglast.parser import ParseError
 
+from modules.postgres.duties import duties_for
+
 TENANT_COLUMN = "tenant_id"
 TENANT_SCHEMA = "app_private"
 TENANT_FUNCTION_NAME = "current_tenant_id"
@@ -216,8 +218,8 @@ def pinned_search_path(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def managed_role_grantees(owner: str) -> set[str]:
-    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, the queue's ``_worker`` and the oltp
-    tier's ``_reputation``, next to ``…_migrator``).
+    """The tier's login roles (``<prefix>_<tier>_app``/``_readonly``, and the duties of that tier such as the
+    queue's ``_worker`` and the oltp tier's ``_reputation`` and ``_warmup``, next to ``…_migrator``).
 
     Their grants are applied after the migrations and compared by the ``Role`` resources on refresh, so they
     are left out of the migrations' fingerprint (they would otherwise all look added).
@@ -226,11 +228,8 @@ def managed_role_grantees(owner: str) -> set[str]:
         return set()
     base = owner[: -len("_migrator")]
     roles = {f"{base}_app", f"{base}_readonly"}
-    if base.endswith("_queue"):
-        roles.add(f"{base}_worker")
-    if base.endswith("_oltp"):
-        roles.add(f"{base}_reputation")
-    return roles
+    tier = base.rsplit("_", 1)[-1]
+    return roles | {f"{base}_{duty}" for duty in duties_for(tier)}
 
 
 # Managed schemas: all but the catalogs, toast and temporary schemas. Objects of extensions are left out.

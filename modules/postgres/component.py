@@ -9,6 +9,7 @@ Roles of a tier (``<prefix>_<tier>_<role>``):
 * ``readonly`` logs in for reporting: SELECT only, still under RLS, read-only transactions by default.
 * ``worker`` (queue tier only) logs in for the queue workers: EXECUTE on the ``worker`` functions, no table.
 * ``reputation`` (oltp tier only) logs in for the DNSBL checker: EXECUTE on the ``reputation`` functions.
+* ``warmup`` (oltp tier only) logs in for the IP warm-up job and CLI: EXECUTE on the ``warmup`` functions.
 
 What each duty may do in each tier is :mod:`modules.postgres.duties`.
 """
@@ -39,6 +40,7 @@ class TierNames:
     readonly: str
     worker: str
     reputation: str
+    warmup: str
 
 
 def default_prefix(stack: str) -> str:
@@ -56,6 +58,7 @@ def tier_names(tier: str, config: PostgresTierConfig, prefix: str) -> TierNames:
         readonly=f"{prefix}_{tier}_readonly",
         worker=f"{prefix}_{tier}_worker",
         reputation=f"{prefix}_{tier}_reputation",
+        warmup=f"{prefix}_{tier}_warmup",
     )
 
 
@@ -150,6 +153,7 @@ class PostgresTier(pulumi.ComponentResource):
         self.readonly = login_role("readonly")
         self.worker = login_role("worker") if "worker" in duties else None
         self.reputation = login_role("reputation") if "reputation" in duties else None
+        self.warmup = login_role("warmup") if "warmup" in duties else None
 
         def url(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
             return pulumi.Output.secret(
@@ -166,6 +170,7 @@ class PostgresTier(pulumi.ComponentResource):
         self.reputation_url = (
             url(self.reputation.role, passwords["reputation"]) if self.reputation is not None else None
         )
+        self.warmup_url = url(self.warmup.role, passwords["warmup"]) if self.warmup is not None else None
         outputs = {
             "database": names.database,
             "app_role": self.app.role,
@@ -177,4 +182,6 @@ class PostgresTier(pulumi.ComponentResource):
             outputs["worker_url"] = self.worker_url
         if self.reputation_url is not None:
             outputs["reputation_url"] = self.reputation_url
+        if self.warmup_url is not None:
+            outputs["warmup_url"] = self.warmup_url
         self.register_outputs(outputs)

@@ -14,21 +14,23 @@ can reach is decided by *which schema* an object lives in:
   only thing the ``worker`` role can touch.
 * ``reputation`` (oltp, from ``schemas/oltp/0009_*``) — SECURITY DEFINER functions of the DNSBL checker
   (results on fleet IPs, quarantine marks on assignments), the only thing the ``reputation`` role can touch.
+* ``warmup`` (oltp, from ``schemas/oltp/0010_*``) — SECURITY DEFINER functions that read and change the
+  sending IPs' warm-up plans, the only thing the ``warmup`` role can touch.
 * ``internal``, ``pm_meta``, ``partitions`` — owner only.
 
 Duties: ``app`` and ``readonly`` in every tier (tenant-facing: every session sets ``app.tenant_id``);
-``worker`` in the queue tier only and ``reputation`` in the oltp tier only (cross-tenant, through their
-functions alone).
+``worker`` in the queue tier only, ``reputation`` and ``warmup`` in the oltp tier only (cross-tenant,
+through their functions alone: the DNSBL checker; the warm-up job and ``penguinmails warmup``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-DUTIES = ("app", "readonly", "worker", "reputation")
+DUTIES = ("app", "readonly", "worker", "reputation", "warmup")
 TENANT_FACING = ("app", "readonly")
 SEARCH_PATH = "app, platform, public"
-CONNECTION_LIMITS = {"migrator": 10, "app": 100, "readonly": 20, "worker": 64, "reputation": 4}
+CONNECTION_LIMITS = {"migrator": 10, "app": 100, "readonly": 20, "worker": 64, "reputation": 4, "warmup": 8}
 
 SETTINGS: dict[str, dict[str, str]] = {
     "app": {
@@ -51,6 +53,12 @@ SETTINGS: dict[str, dict[str, str]] = {
     },
     "reputation": {
         "search_path": "reputation, pg_catalog",
+        "statement_timeout": "30s",
+        "lock_timeout": "10s",
+        "idle_in_transaction_session_timeout": "60s",
+    },
+    "warmup": {
+        "search_path": "warmup, pg_catalog",
         "statement_timeout": "30s",
         "lock_timeout": "10s",
         "idle_in_transaction_session_timeout": "60s",
@@ -100,6 +108,8 @@ GRANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("queue", "readonly"): _READONLY,
     ("queue", "worker"): [*_usage("worker"), _grant("functions", "worker", "EXECUTE")],
     ("oltp", "reputation"): [*_usage("reputation"), _grant("functions", "reputation", "EXECUTE")],
+    # The sending IPs' warm-up plans change only through these functions (schemas/oltp/0010_*).
+    ("oltp", "warmup"): [*_usage("warmup"), _grant("functions", "warmup", "EXECUTE")],
 }
 
 

@@ -86,11 +86,10 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
         (before / path.name).write_bytes(path.read_bytes())
     db = provision(tier, directory=before)
     try:
-        for kind, absent in list(
-            db.missing.items()
-        ):  # the duty's grants as they were before the schema existed
-            if set(absent) <= {schema}:  # (a duty whose schema comes later still, e.g. reputation, waits)
-                add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] != schema])
+        for kind in list(db.missing):  # the duty's grants as they were before the schema existed
+            if set(db.missing[kind]) - {schema}:
+                continue  # the duty of a later migration (oltp's warmup, 0010): it comes after them
+            add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] != schema])
         with db.connect() as admin:
             mig.apply(admin, mig.load_dir(REPO_ROOT / "schemas" / tier), owner=db.role("migrator"))
             grants = admin.execute(
@@ -100,6 +99,8 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
                 [schema],
             ).fetchall()
         assert grants == [], f"{tier}: grants left on {schema}: {grants}"
+        for kind in list(db.missing):
+            add_duty(db, kind)
         # The Role resources' next update then grants what the duty says (nothing on fleet, INSERT on audit).
         for kind in ("app", "readonly"):
             if tier == "analytics":

@@ -42,8 +42,9 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
     def check(args):
         url, is_secret = args
         types = [r.typ for r in mocks.resources]
-        # Three roles per tier, the queue tier's worker, the oltp tier's reputation role, and the Redis user.
-        assert types.count("pulumi-python:dynamic/secrets:GeneratedSecret") == 4 * len(TIER_ROLES) + 1 + 1 + 1
+        # Three roles per tier, the queue tier's worker, the oltp tier's reputation and warmup roles, and the
+        # Redis user.
+        assert types.count("pulumi-python:dynamic/secrets:GeneratedSecret") == 4 * len(TIER_ROLES) + 1 + 2 + 1
         assert {tier: sorted(roles) for tier, roles in platform.tier_passwords.items()}["queue"] == [
             "app",
             "migrator",
@@ -51,7 +52,13 @@ def test_platform_declares_tier_passwords_and_a_limited_redis_user(mocks):
             "worker",
         ]
         assert "worker" not in platform.tier_passwords["oltp"]
-        assert sorted(platform.tier_passwords["oltp"]) == ["app", "migrator", "readonly", "reputation"]
+        assert sorted(platform.tier_passwords["oltp"]) == [
+            "app",
+            "migrator",
+            "readonly",
+            "reputation",
+            "warmup",
+        ]
         user = next(r for r in mocks.resources if r.typ == "pulumi-python:dynamic/redis:User")
         assert user.inputs["username"] == "pm-queue"
         assert user.inputs["key_prefixes"] == ["queue:"]

@@ -98,6 +98,7 @@ def test_managed_role_grantees_follow_the_tier_names():
         "pm_dev_oltp_app",
         "pm_dev_oltp_readonly",
         "pm_dev_oltp_reputation",
+        "pm_dev_oltp_warmup",
     }
     assert catalog.managed_role_grantees("pm_dev_queue_migrator") == {
         "pm_dev_queue_app",

@@ -30,12 +30,8 @@ def mocks():
     return recording
 
 
-PASSWORDS = {
-    "migrator": "m-password-1234",
-    "app": "a-password-1234",
-    "readonly": "r-password-1234",
-    "reputation": "p-password-1234",
-}
+PASSWORDS = {"migrator": "m-password-1234", "app": "a-password-1234", "readonly": "r-password-1234"}
+OLTP_PASSWORDS = {**PASSWORDS, "reputation": "p-password-1234", "warmup": "wu-password-1234"}
 
 
 def test_default_prefix_is_safe_for_any_stack_name():
@@ -51,10 +47,10 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
     from modules.postgres.component import PostgresTier
     from modules.postgres.duties import grants_for
 
-    tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), PASSWORDS)
+    tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), OLTP_PASSWORDS)
 
     def check(args):
-        url, secret = args
+        url, secret, warmup_url, warmup_secret = args
         types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
         assert types == [
             "Database",
@@ -64,8 +60,13 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
             "Role",
             "Role",
             "Role",
+            "Role",
             "SchemaMigrations",
         ]
+        warmup = mocks.by_name("pm-oltp-warmup")
+        assert warmup.inputs["grants"] == grants_for("oltp", "warmup")
+        assert warmup.inputs["settings"]["search_path"] == "warmup, pg_catalog"
+        assert warmup_url.startswith("postgresql://pm_dev_oltp_warmup:wu-password-1234@") and warmup_secret
         app = mocks.by_name("pm-oltp-app")
         assert app.inputs["role"] == "pm_dev_oltp_app" and app.inputs["grants"] == grants_for("oltp", "app")
         assert app.inputs["grantor"] == "pm_dev_oltp_migrator"
@@ -90,7 +91,12 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
         assert url == "postgresql://pm_dev_oltp_app:a-password-1234@127.0.0.1:5433/pm_dev_oltp?sslmode=prefer"
         assert secret is True
 
-    return pulumi.Output.all(tier.app_url, pulumi.Output.is_secret(tier.app_url)).apply(check)
+    return pulumi.Output.all(
+        tier.app_url,
+        pulumi.Output.is_secret(tier.app_url),
+        tier.warmup_url,
+        pulumi.Output.is_secret(tier.warmup_url),
+    ).apply(check)
 
 
 @pulumi.runtime.test
@@ -104,7 +110,7 @@ def test_a_server_tier_with_an_existing_database_does_not_create_one(mocks):
             "name_prefix": "pm",
         }
     )
-    tier = PostgresTier("pm-oltp", "oltp", config, PASSWORDS)
+    tier = PostgresTier("pm-oltp", "oltp", config, OLTP_PASSWORDS)
 
     def check(url):
         assert not [r for r in mocks.resources if r.typ.endswith(":Database")]

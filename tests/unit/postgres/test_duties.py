@@ -9,7 +9,7 @@ from modules.postgres import admin
 from modules.postgres.duties import GRANTS, TENANT_FACING, duties_for, grants_for, settings_for
 
 # Schemas no tenant-facing role may be granted anything on.
-PRIVATE = {"fleet", "internal", "pm_meta", "partitions", "worker"}
+PRIVATE = {"fleet", "internal", "pm_meta", "partitions", "worker", "reputation", "warmup"}
 # Before duties existed every tier had these: oltp and content must not change (their Role resources would
 # update for nothing), and for analytics and queue any change is an in-place update of the same resources.
 LEGACY_APP = [
@@ -42,9 +42,9 @@ def test_every_grant_set_passes_the_role_check(tier, duty):
     assert admin.settings_problems(settings_for(duty)) == []
 
 
-def test_the_worker_duty_exists_in_the_queue_tier_only():
+def test_the_worker_duty_exists_in_the_queue_tier_only_and_reputation_and_warmup_in_oltp_only():
     assert {tier: duties_for(tier) for tier in TIERS} == {
-        "oltp": ("app", "readonly", "reputation"),
+        "oltp": ("app", "readonly", "reputation", "warmup"),
         "content": ("app", "readonly"),
         "analytics": ("app", "readonly"),
         "queue": ("app", "readonly", "worker"),
@@ -53,6 +53,8 @@ def test_the_worker_duty_exists_in_the_queue_tier_only():
         grants_for("oltp", "worker")
     with pytest.raises(KeyError):
         grants_for("queue", "reputation")
+    with pytest.raises(KeyError):
+        grants_for("queue", "warmup")
 
 
 def test_the_reputation_duty_executes_its_functions_only():
@@ -60,6 +62,14 @@ def test_the_reputation_duty_executes_its_functions_only():
         {"on": "schema", "schema": "reputation", "privileges": ["USAGE"]},
         {"on": "functions", "schema": "reputation", "privileges": ["EXECUTE"]},
     ]
+
+
+def test_the_warmup_duty_only_executes_warmup_functions():
+    assert grant_map("oltp", "warmup") == {
+        ("schema", "warmup"): {"USAGE"},
+        ("functions", "warmup"): {"EXECUTE"},
+    }
+    assert settings_for("warmup")["search_path"] == "warmup, pg_catalog"
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -41,6 +41,8 @@ OWN_CONNECTIONS = {"hostwinds_calls": 0, "redis_connections": 1, "postgres_sessi
 # The dev services' ports (simulator, Redis, PostgreSQL, BIND and its statistics channel).
 DEV_PORTS = {8930, 6390, 5433, 5353, 8053}
 PORT_NAMES = ("hostwinds", "postgres", "redis", "dns", "resolver")
+# devenv services that read the dev services on their own (issue 12's exporters).
+MONITORING_POLLERS = ("postgres-exporter", "redis-exporter", "bind-exporter", "penguinmails-exporter")
 
 
 def sourced_env_sh() -> dict[str, str]:
@@ -147,7 +149,17 @@ def env_sh(devenv_env) -> Iterator[dict[str, str]]:
     assert env["PENGUINMAILS_HOSTWINDS_ENDPOINT"] == devenv_env["PENGUINMAILS_HOSTWINDS_ENDPOINT"]
     for key in ("HOSTWINDS_API_KEY", "POSTGRES_ADMIN_PASSWORD", "REDIS_ADMIN_PASSWORD", "TSIG_SECRET"):
         assert env[f"PENGUINMAILS_{key}"] == devenv_env[f"PENGUINMAILS_{key}"]
-    yield env
+    # The devenv's exporters poll Redis, PostgreSQL and BIND all the time; the counters must move only for
+    # the stack under test, so they pause for it (and start again, with their config, afterwards).
+    pollers = [s for s in services() if s.name in MONITORING_POLLERS]
+    was_running = [s for s in pollers if s.running()]
+    for service in was_running:
+        service.stop()
+    try:
+        yield env
+    finally:
+        for service in was_running:
+            service.start()
 
 
 def postgres_tier(environment: str, port: int, tier: str, prefix: str) -> dict:

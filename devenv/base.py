@@ -51,6 +51,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def unless_zombie(pid: int | None) -> int | None:
+    """``pid``, or None when it is an exited child not yet reaped (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else ""
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
@@ -153,12 +162,7 @@ class ProcessService(Service):
 
     def pid(self) -> int | None:
         """As the base class, but an exited child not yet reaped (a zombie of this process) is gone."""
-        pid = super().pid()
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else ""
-        except (OSError, IndexError):
-            return None
-        return None if state == "Z" else pid
+        return unless_zombie(super().pid())
 
     def _start(self) -> None:
         binary = self.executable()

@@ -36,7 +36,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from devenv.base import Service, ServiceStatus, wait_until
+from devenv.base import Service, ServiceStatus, unless_zombie, wait_until
 from devenv.bind import BIND_PORT
 from devenv.podman_hosts import ensure_default_bridge
 from modules.errors import DevenvError
@@ -165,12 +165,7 @@ class PebbleService(Service):
     # Lifecycle ---------------------------------------------------------------------------------------
     def pid(self) -> int | None:
         """As the base class, but an exited child not yet reaped (a zombie of this process) is gone."""
-        pid = super().pid()
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if pid else ""
-        except (OSError, IndexError):
-            return pid
-        return None if state == "Z" else pid
+        return unless_zombie(super().pid())
 
     def stop(self) -> ServiceStatus:
         pid = self.pid()

@@ -105,6 +105,13 @@ class DnsblQueryKey(Strict):
         return value
 
 
+def check_hostports(values: list[str]) -> list[str]:
+    """Every value is ``ip`` or ``ip:port`` (split_hostport raises naming the bad one)."""
+    for value in values:
+        split_hostport(value)
+    return values
+
+
 class ReputationConfig(Strict):
     """DNSBL checks of every sending IP; listed IPs are quarantined (modules/reputation)."""
 
@@ -133,9 +140,7 @@ class ReputationConfig(Strict):
     @field_validator("resolvers")
     @classmethod
     def _resolvers(cls, values: list[str]) -> list[str]:
-        for value in values:
-            split_hostport(value)
-        return values
+        return check_hostports(values)
 
     def zones_for(self, environment: str) -> list[str]:
         """The zones to check without a key (the explicit list, or the environment's default)."""

@@ -29,7 +29,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modules.config.reputation import split_hostport
+from modules.config.reputation import check_hostports, split_hostport
 from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import DomainReport, expectations_from_output, verify
@@ -139,12 +139,10 @@ class ExporterConfig(_Model):
             raise ValueError(f"listed twice: {', '.join(twice)}")
         return found
 
-    @field_validator("resolvers")
+    @field_validator("resolvers", "dns_resolvers")
     @classmethod
     def _resolvers(cls, values: list[str]) -> list[str]:
-        for value in values:
-            split_hostport(value)
-        return values
+        return check_hostports(values)
 
     def zones(self) -> list[Zone]:
         return [Zone(z.name, z.query_key) for z in self.dnsbl_zones]

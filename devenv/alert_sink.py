@@ -20,6 +20,7 @@ from devenv.base import ProcessService
 from devenv.prometheus import ALERT_SINK_PORT
 
 MAX_BODY = 1024 * 1024  # Alertmanager's payloads are a few KiB; a MiB leaves room for large groups
+DISCARD_LIMIT = 16 * MAX_BODY  # an oversized body up to this is read and dropped so the client sees the 413
 PATH = "/alerts"
 
 
@@ -43,6 +44,15 @@ class SinkHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._answer(status, {"error": reason})
 
+    def _discard(self, length: int) -> None:
+        """Read an oversized body away: answering before it is read makes the sender fail on a broken pipe."""
+        left = min(max(length, 0), DISCARD_LIMIT)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+
     def _route(self) -> bool:
         if self.path.split("?", 1)[0] != PATH:
             self._refuse(HTTPStatus.NOT_FOUND, f"only {PATH} is served")
@@ -58,6 +68,7 @@ class SinkHandler(BaseHTTPRequestHandler):
             self._refuse(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
             return
         if length < 0 or length > MAX_BODY:
+            self._discard(length)
             self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
             return
         raw = self.rfile.read(length)

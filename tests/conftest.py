@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from devenv.registry import environment, services
+
+
+@pytest.fixture(autouse=True)
+def _current_event_loop():
+    """Give the main thread an event loop when an earlier test's ``asyncio.run`` left it none.
+
+    Pulumi's mocks and ``@pulumi.runtime.test`` use the thread's current loop; ``asyncio.run`` (the DNSBL
+    checker) closes its loop and unsets it, after which they fail with "no current event loop".
+    """
+    policy = asyncio.get_event_loop_policy()
+    try:
+        loop = policy.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        policy.set_event_loop(policy.new_event_loop())
+    yield
 
 
 @pytest.fixture(scope="session")

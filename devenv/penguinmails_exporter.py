@@ -8,13 +8,18 @@ has written one there is nothing to export: start reports that and leaves the po
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from devenv.base import REPO_ROOT, ProcessService, ServiceStatus
+from devenv.prometheus import PODMAN_GATEWAY
 
 PENGUINMAILS_EXPORTER_PORT = 9395
+# The routes endpoint the hosts' sender routes agents poll: on podman's bridge, which the hosts reach.
+ROUTES_ADDRESS = f"{PODMAN_GATEWAY}:9396"
+ROUTES_URL = f"http://{ROUTES_ADDRESS}/v1/sending-ips"
 
 
 class PenguinmailsExporterService(ProcessService):
@@ -35,7 +40,17 @@ class PenguinmailsExporterService(ProcessService):
         return shutil.which("penguinmails") or super().executable()
 
     def command(self) -> list[str]:
-        return ["monitoring", "exporter", "--config", str(self.config_file), "--listen", self.address]
+        command = ["monitoring", "exporter", "--config", str(self.config_file), "--listen", self.address]
+        if self._serves_routes():
+            command += ["--routes-listen", ROUTES_ADDRESS]
+        return command
+
+    def _serves_routes(self) -> bool:
+        """The stack's config carries the hosts' token (older configs do not: no endpoint then)."""
+        try:
+            return bool(json.loads(self.config_file.read_text()).get("routes_token"))
+        except (OSError, ValueError):
+            return False
 
     def install(self, text: str) -> bool:
         """Write the stack's config (0600) and (re)start on it; False when it was already running on it."""
@@ -55,6 +70,10 @@ class PenguinmailsExporterService(ProcessService):
             return ServiceStatus(
                 self.name, False, self.address, "no stack config yet (make up writes it)", idle=True
             )
+        if self._serves_routes():
+            from devenv.podman_hosts import ensure_default_bridge
+
+            ensure_default_bridge()  # the endpoint listens on the bridge's gateway address
         return super().start()
 
     def status(self) -> ServiceStatus:
@@ -65,4 +84,7 @@ class PenguinmailsExporterService(ProcessService):
         return super().status()
 
     def env(self) -> dict[str, str]:
-        return {"PENGUINMAILS_PENGUINMAILS_EXPORTER": self.address}
+        return {
+            "PENGUINMAILS_PENGUINMAILS_EXPORTER": self.address,
+            "PENGUINMAILS_SENDER_ROUTES_URL": ROUTES_URL,
+        }

@@ -155,6 +155,10 @@ def plan_host_vars(
             ),
             "postfix_inet_protocols": inet_protocols(node),
             "mta_sts_policies": {domain: policies[domain] for domain in domains if domain in policies},
+            # The sender routes agent moves a quarantined IP's domain only to an IP of the same tenant.
+            "postfix_sender_routes_tenants": {
+                domain: slug for slug, owned in tenants_by_node.get(name, {}).items() for domain in owned
+            },
         }
         if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
             host_vars[name]["postfix_virtual_domains"] = receiving[name]
@@ -195,6 +199,11 @@ def monitoring_agent_vars(enabled: bool, allowed_sources: Iterable[str] = ()) ->
     }
 
 
+def sender_routes_vars(url: str | None, interval: int) -> dict[str, Any]:
+    """The postfix role's sender routes agent: the endpoint it polls (empty: no agent) and how often."""
+    return {"postfix_sender_routes_url": url or "", "postfix_sender_routes_interval": interval}
+
+
 def signing_keys(private_keys: Mapping[str, Mapping[str, str]], selectors: Mapping[str, str]) -> list[dict]:
     """The active key of each domain, as the opendkim role takes it."""
     keys = []
@@ -218,6 +227,8 @@ class MailHosts(pulumi.ComponentResource):
         *,
         monitoring_enabled: bool = True,
         monitoring_sources: pulumi.Input[list[str]] | None = None,
+        sender_routes_url: str | None = None,
+        sender_routes_token: pulumi.Input[str] | None = None,
     ):
         if acme_settings.enabled(config):
             acme_names.plan_for_stack(config)  # certificate names that cannot work fail before any resource
@@ -271,6 +282,10 @@ class MailHosts(pulumi.ComponentResource):
                 secret_vars = pulumi.Output.all(secret_vars, acme_settings.tsig_secret_output(config)).apply(
                     lambda values: {**values[0], "acme_tsig_secret": values[1]}
                 )
+            if sender_routes_url and sender_routes_token is not None:
+                secret_vars = pulumi.Output.all(secret_vars, sender_routes_token).apply(
+                    lambda values: {**values[0], "postfix_sender_routes_token": values[1]}
+                )
         dev = config.environment == "dev"
         policies = dict(getattr(mail_dns, "mta_sts_policies", None) or {})
         # Native hosts run the monitoring agent (MailU hosts do not have it); its firewall opens the
@@ -281,6 +296,10 @@ class MailHosts(pulumi.ComponentResource):
                 lambda sources: {
                     **playbook_vars(config),
                     **monitoring_agent_vars(monitoring_enabled, sources),
+                    **sender_routes_vars(
+                        sender_routes_url if sender_routes_token is not None else None,
+                        5 if dev else 30,
+                    ),
                 }
             )
         self.playbook = AnsiblePlaybook(

@@ -103,6 +103,11 @@ def coverage_command(
 def exporter(
     config: Path | None = typer.Option(None, "--config", help="The exporter's JSON config (mode 0600)."),
     listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="host:port to serve /metrics on."),
+    routes_listen: str | None = typer.Option(
+        None,
+        "--routes-listen",
+        help="host:port to serve the hosts' routes endpoint on (needs routes_token in the config).",
+    ),
     stack: str | None = typer.Option(
         None, "--stack", "-s", help="Install this dev stack's config in the devenv exporter (with --install)."
     ),
@@ -124,7 +129,7 @@ def exporter(
     if config is None:
         raise ToolkitError("exporter: give --config PATH, or --stack S --install for the dev stack")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(config, listen)
+    serve(config, listen, routes_listen)
 
 
 def _install(stack: str, cwd: Path) -> None:

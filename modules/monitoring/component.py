@@ -30,6 +30,7 @@ def exporter_settings(
     query_secrets: Mapping[str, str],
     dns_verification: Sequence[Mapping[str, Any]] = (),
     dns_ca_file: str | None = None,
+    routes_token: str | None = None,
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
@@ -47,6 +48,8 @@ def exporter_settings(
         "dns_ca_file": dns_ca_file,
         # Every minute in dev (tests wait for it), every 5 minutes elsewhere.
         "dns_interval_seconds": 60.0 if environment == "dev" else 300.0,
+        # The hosts' sender routes agents authenticate with this (modules/monitoring/routes.py).
+        "routes_token": routes_token if reputation.enabled else None,
     }
 
 

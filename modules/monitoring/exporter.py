@@ -117,6 +117,9 @@ class ExporterConfig(_Model):
     dns_resolvers: list[str] = Field(default_factory=list)
     dns_ca_file: str | None = None
     dns_interval_seconds: float = Field(default=300.0, ge=1, le=86400)
+    # The bearer token of the routes endpoint the hosts' sender routes agents poll (modules/monitoring/
+    # routes.py); none: no endpoint.
+    routes_token: str | None = Field(default=None, min_length=24, repr=False)
 
     @field_validator("oltp_url")
     @classmethod
@@ -457,9 +460,17 @@ class PenguinmailsCollector(Collector):
 class Exporter:
     """Config, check loop, collector and HTTP server together (the CLI and the tests start this)."""
 
-    def __init__(self, config: ExporterConfig, listen: str = DEFAULT_LISTEN):
+    def __init__(
+        self, config: ExporterConfig, listen: str = DEFAULT_LISTEN, routes_listen: str | None = None
+    ):
         self.config = config
         self.host, self.port = split_hostport(listen, default_port=9395)
+        if routes_listen and not config.routes_token:
+            raise ExporterConfigError(
+                "exporter: --routes-listen needs routes_token in the config (the hosts' bearer token)"
+            )
+        self.routes_address = split_hostport(routes_listen, default_port=9396) if routes_listen else None
+        self.routes = None
         self.loop = ReputationLoop(config)
         self.dns = DnsVerifyLoop(config)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -478,6 +489,18 @@ class Exporter:
 
         self.server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
         self.port = self.server.server_port
+        if self.routes_address is not None:
+            from modules.monitoring.routes import RoutesServer
+
+            try:
+                self.routes = RoutesServer(
+                    *self.routes_address, self.config.routes_token, self.config.stack, lambda: self.loop.last
+                ).start()
+            except OSError:
+                self.server.shutdown()
+                self.server.server_close()
+                raise
+            log.info("Exporter[%s] serving routes on %s", self.config.stack, self.routes.url)
         self.loop.start()
         self.dns.start()
         log.info("Exporter[%s] serving %s", self.config.stack, self.url)
@@ -486,18 +509,21 @@ class Exporter:
     def stop(self) -> None:
         self.loop.stop()
         self.dns.stop()
+        if self.routes is not None:
+            self.routes.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
 
 
-def serve(path: Path, listen: str = DEFAULT_LISTEN) -> None:
+def serve(path: Path, listen: str = DEFAULT_LISTEN, routes_listen: str | None = None) -> None:
     """Run until interrupted (``penguinmails monitoring exporter``)."""
-    exporter = Exporter(load_config(path), listen)
+    exporter = Exporter(load_config(path), listen, routes_listen)
     try:
         exporter.start()
     except OSError as exc:
-        raise ExporterConfigError(f"exporter: cannot listen on {listen}: {exc.strerror or exc}") from None
+        where = f"{listen} / {routes_listen}" if routes_listen else listen
+        raise ExporterConfigError(f"exporter: cannot listen on {where}: {exc.strerror or exc}") from None
     stop = threading.Event()
     try:
         import signal

@@ -86,6 +86,14 @@ class Platform(pulumi.ComponentResource):
                     )
             self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child)
 
+        # The hosts' sender routes agents poll the exporter's routes endpoint with this token, to pause or
+        # move the domains of a quarantined IP (modules/monitoring/routes.py).
+        self.routes_token = None
+        routes_url = None
+        if self.fleet is not None and config.monitoring.enabled and config.reputation.enabled:
+            self.routes_token = GeneratedSecret(f"{name}-sender-routes-token", length=40, opts=child).result
+            routes_url = self._routes_url(config)
+
         # The fleet converged with the mail roles (Ansible) once it is ready and the DKIM keys are in DNS.
         self.mail_hosts = None
         if self.fleet is not None and converges(config, pulumi.get_stack()):
@@ -97,6 +105,8 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
                 monitoring_enabled=config.monitoring.enabled,
                 monitoring_sources=self._scrape_sources(config),
+                sender_routes_url=routes_url,
+                sender_routes_token=self.routes_token,
             )
 
         # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
@@ -144,6 +154,22 @@ class Platform(pulumi.ComponentResource):
             )
         return [source] if source else []
 
+    @staticmethod
+    def _routes_url(config: StackConfig) -> str | None:
+        """Where the hosts reach the exporter's routes endpoint: the devenv exporter on the podman bridge in a
+        dev stack; a real stack's monitoring host is not deployed yet, so none (no agent, no quarantine
+        routing on the hosts: the OLTP marks and the alert still happen)."""
+        if config.environment != "dev":
+            pulumi.log.warn(
+                "reputation: no monitoring host yet, so the mail hosts get no sender routes agent and a "
+                "quarantined IP keeps sending until its domains are moved by hand"
+            )
+            return None
+        url = os.environ.get("PENGUINMAILS_SENDER_ROUTES_URL")
+        if not url:
+            pulumi.log.warn("reputation: PENGUINMAILS_SENDER_ROUTES_URL is unset (run `source tools/env.sh`)")
+        return url or None
+
     def _exporter_config(self, config: StackConfig) -> pulumi.Output[dict]:
         """The penguinmails exporter's sources (a secret: database and Redis passwords)."""
         queue_tier = self.postgres_tiers.get("queue")
@@ -159,6 +185,7 @@ class Platform(pulumi.ComponentResource):
             "redis_url": self.redis_url,
             "secrets": pulumi.Output.all(**secrets) if secrets else {},
             "dns": self.mail_dns.verification if self.mail_dns is not None else [],
+            "routes_token": self.routes_token,
         }
         return pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -175,6 +202,7 @@ class Platform(pulumi.ComponentResource):
                     query_secrets=v["secrets"],
                     dns_verification=v["dns"],
                     dns_ca_file=ca_file_for(config),
+                    routes_token=v["routes_token"],
                 )
             )
         )

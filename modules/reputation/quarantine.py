@@ -6,8 +6,10 @@ one quarantine does not pile every domain onto one IP), or pauses (``None``) whe
 It never moves onto a warming or unwarmed IP: a cold IP taking a listed IP's whole volume would be burned
 next. Once the listing clears, the IP is 'warming' again and its domains come back to it.
 
-Applying the plan to the hosts is the transport side's job: the postfix role renders
-/etc/postfix/sender_transports from ``postfix_sending_ips`` (see :func:`sending_ip_domains`).
+This is the fleet-wide view (OLTP's assignments, every tenant's IPs). What the hosts apply is each host's
+own slice of the same rules: the postfix role's sender routes agent moves a quarantined IP's domains to a
+warmed IP of the tenant on that host, or pauses them (ansible/roles/postfix/files/opt/penguinmails/
+sender_routes.py); moving a domain to another host's IP needs the platform's submission to follow it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The warm-up caps on a real Postfix: the daily cap through postfwd, the hourly one through the transport.
+"""The warm-up caps and the quarantine routes on a real Postfix: the daily cap through postfwd, the hourly
+one through the transport, and a DNSBL listing of the host's IP pausing its domain through the sender
+routes agent.
 
 One converged native host (mx-1) with a daily cap of 4 on its sending IP, and a second podman host (sink)
 running a small SMTP server that accepts, defers (451) or bounces (550) by recipient name, so the host's
@@ -6,6 +8,11 @@ log gets real ``status=sent/deferred/bounced`` lines of the ``smtp-main`` transp
 accepted, the fifth is answered 450 4.7.1 at RCPT: the client keeps it (nothing is queued for it) and
 its retry goes through once postfwd's window is over (the test ends the window by deleting the counter).
 The log lines are parsed into per-IP figures by ``modules.reputation.postfix_log``.
+
+The quarantine chain is the real one: a private BIND serves the DNSBL zone, the penguinmails exporter
+(in this process) checks the host's IP every few seconds and serves its routes endpoint on podman's
+bridge, and the host's agent polls it. Listing the IP pauses the domain (its mail is deferred and kept);
+clearing it lets the same message out.
 """
 
 from __future__ import annotations
@@ -23,15 +30,22 @@ from pathlib import Path
 
 import pytest
 
+from devenv.podman_hosts import ensure_default_bridge
 from modules.ansible import runner
+from modules.config.reputation import DEV_ZONE
 from modules.dns import dkim as dns_dkim
+from modules.dns.rfc2136 import Change
+from modules.monitoring.exporter import Exporter, ExporterConfig
 from modules.reputation import postfix_log
+from modules.reputation.dnsbl import reverse_ip
 from tests.infra.support import Lab, native_host_vars
+from tests.support.dns import client, private_bind
 
 pytestmark = pytest.mark.services
 
 ZONE = "penguinmails.test"
 DAILY_CAP = 4
+ROUTES_TOKEN = uuid.uuid4().hex + uuid.uuid4().hex
 SINK = r"""
 import asyncore, smtpd, warnings
 warnings.simplefilter("ignore")
@@ -84,13 +98,35 @@ def _exec(lab: Lab, name: str, *argv: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory, devenv_env):
     folder = tmp_path_factory.mktemp("warmup-enforcement")
     lab = Lab(folder)
     domain = f"w{uuid.uuid4().hex[:8]}.{ZONE}"
+    bind_context = private_bind(folder / "dnsbl", [DEV_ZONE])
+    bind = bind_context.__enter__()
+    exporter = None
     try:
         host = lab.create("mx-1", f"mx-1.{domain}")
+        gateway = ensure_default_bridge()
+        exporter = Exporter(
+            ExporterConfig(
+                stack=lab.prefix,
+                sending_ips=[host["ip"]],
+                dnsbl_zones=[{"name": DEV_ZONE}],
+                resolvers=[f"{bind.host}:{bind.port}"],
+                check_interval_seconds=2,
+                routes_token=ROUTES_TOKEN,
+            ),
+            f"127.0.0.1:{_free_port('127.0.0.1')}",
+            routes_listen=f"{gateway}:{_free_port(gateway)}",
+        ).start()
         sink = lab.create("sink", f"sink.{domain}")
         _exec(lab, "sink", "sh", "-c", "cat > /tmp/sink.py", stdin=SINK)
         subprocess.run(
@@ -106,10 +142,14 @@ def capped(tmp_path_factory, devenv_env):
         host_vars["postfix_warmup_daily_caps"] = [
             {"name": "main", "daily_cap": DAILY_CAP, "provider_caps": {"google": 2}}
         ]
+        host_vars["postfix_sender_routes_url"] = exporter.routes.url
+        host_vars["postfix_sender_routes_interval"] = 2
+        host_vars["postfix_sender_routes_tenants"] = {domain: "tenant-w"}
         private_pem, _public = dns_dkim.generate_key()  # signs; nobody verifies here
         secret_vars = {
             "dovecot_users": [{"address": f"postmaster@{domain}", "password": password}],
             "opendkim_keys": [{"domain": domain, "selector": "pm1", "private_key": private_pem}],
+            "postfix_sender_routes_token": ROUTES_TOKEN,
         }
         text = lab.inventory(names=["mx-1"], host_vars={"mx-1": host_vars})
         runs = []
@@ -125,9 +165,14 @@ def capped(tmp_path_factory, devenv_env):
             "login": (f"postmaster@{domain}", password),
             "runs": runs,
             "folder": folder,
+            "bind": bind,
+            "exporter": exporter,
         }
     finally:
         lab.close()
+        if exporter is not None:
+            exporter.stop()
+        bind_context.__exit__(None, None, None)
 
 
 def _send(capped, rcpt: str) -> dict:
@@ -248,3 +293,71 @@ def test_the_log_parser_counts_sent_deferred_and_bounced_per_ip(capped):
     assert main.last_sent_at is not None and main.last_sent_at <= now
     assert postfix_log.count(lines, now=now, since=now, default_ip="main") == {}
     print(f"sample log: {Path(sample)}")
+
+
+def _listing(capped, action: str) -> None:
+    name = f"{reverse_ip(capped['host']['ip'])}.{DEV_ZONE}."
+    client(capped["bind"]).update(
+        DEV_ZONE, [Change(action, name, "A", "127.0.0.2", *([60] if action == "add" else []))]
+    )
+
+
+def _routes(capped) -> str:
+    return _exec(capped["lab"], "mx-1", "cat", "/etc/postfix/sender_routes")
+
+
+def _wait(what: str, predicate, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(1)
+    pytest.fail(f"{what} within {seconds:.0f} s")
+
+
+def test_a_dnsbl_listing_pauses_the_domain_on_the_host_and_clearing_it_lets_the_mail_out(capped):
+    """Last in the module (it sends after the log parser test has its figures)."""
+    token_file = _exec(capped["lab"], "mx-1", "stat", "-c", "%a %U", "/etc/penguinmails/sender-routes.json")
+    assert token_file.split() == ["600", "root"]
+    for run in capped["runs"]:  # the token is in no Ansible output (events, stdout) of either converge
+        artifacts = [p for p in Path(run.artifact_dir).rglob("*") if p.is_file()]
+        assert artifacts, run.artifact_dir
+        assert not [p for p in artifacts if ROUTES_TOKEN in p.read_text(errors="replace")]
+    assert "@" not in _routes(capped).replace("# ", "")  # clean IP: no override
+    _end_window(capped)
+    _listing(capped, "add")
+    started = time.monotonic()
+    paused = _wait(
+        "the agent did not pause the domain after the listing",
+        lambda: "retry:4.7.1" in _routes(capped) and _routes(capped),
+    )
+    print(f"\nlisting -> domain paused on the host: {time.monotonic() - started:.1f} s")
+    assert f"@{capped['domain']} retry:4.7.1 sending IP {capped['host']['ip']} is quarantined" in paused
+    assert capped["exporter"].loop.last.quarantined() == {capped["host"]["ip"]: True}
+
+    rcpt = f"held{uuid.uuid4().hex[:6]}@[{capped['sink']['ip']}]"
+    assert _send(capped, rcpt) == {}  # submission still takes it: the mail waits on the host
+    deferred = _wait(
+        "the message was not deferred with the quarantine reason",
+        lambda: [
+            line
+            for line in _log(capped)
+            if f"to=<{rcpt}>" in line and "status=deferred" in line and "is quarantined" in line
+        ],
+    )
+    assert "relay=none" in deferred[0]
+    assert rcpt in _queued_recipients(capped)
+    assert not any(f"to=<{rcpt}>" in line and "status=sent" in line for line in _log(capped))
+
+    _listing(capped, "delete")
+    _wait(
+        "the agent did not lift the pause after the listing cleared", lambda: "retry:" not in _routes(capped)
+    )
+    _exec(capped["lab"], "mx-1", "postqueue", "-f")
+    _wait(
+        "the held message was not delivered once the listing cleared",
+        lambda: any(f"to=<{rcpt}>" in line and "status=sent" in line for line in _log(capped)),
+        seconds=90,
+    )
+    assert rcpt not in _queued_recipients(capped)

@@ -344,3 +344,40 @@ def test_no_login_ever_maps_to_another_tenants_domain(tenants, users, foreign):
         assert all(owner[d] == tenant for d in entry["domains"])
     planned = {e["login"] for e in plan}
     assert planned == {m for m in mailboxes if m.rpartition("@")[2] in owner}
+
+
+@pulumi.runtime.test
+def test_the_sender_routes_agent_gets_the_endpoint_its_token_as_a_secret_and_each_domains_tenant(mocks):
+    token = pulumi.Output.secret("routes-token-stand-in")
+    hosts = mailhosts.MailHosts(
+        "pm-mail", _config(), INVENTORY, sender_routes_url="http://10.88.0.1:9396/v1/sending-ips",
+        sender_routes_token=token,
+    )  # fmt: skip
+
+    def check(_):
+        playbook = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook")
+        assert playbook.inputs["vars"]["postfix_sender_routes_url"] == "http://10.88.0.1:9396/v1/sending-ips"
+        assert "routes-token-stand-in" not in str(playbook.inputs["vars"])
+        assert (
+            playbook.inputs["secret_vars"]["value"]["postfix_sender_routes_token"] == "routes-token-stand-in"
+        )
+        for node, host in playbook.inputs["host_vars"].items():
+            sent = host["postfix_sending_ips"][0]["domains"]
+            assert set(host["postfix_sender_routes_tenants"]) == set(sent), node
+        assert playbook.inputs["host_vars"]["mx-02"]["postfix_sender_routes_tenants"] == {
+            "bolt.example.net": "bolt"
+        }
+
+    return hosts.playbook.urn.apply(check)
+
+
+@pulumi.runtime.test
+def test_without_an_endpoint_the_hosts_get_no_agent(mocks):
+    hosts = mailhosts.MailHosts("pm-mail", _config(), INVENTORY, sender_routes_token=None)
+
+    def check(_):
+        playbook = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook")
+        assert playbook.inputs["vars"]["postfix_sender_routes_url"] == ""
+        assert "postfix_sender_routes_token" not in playbook.inputs["secret_vars"]["value"]
+
+    return hosts.playbook.urn.apply(check)

@@ -74,3 +74,49 @@ def test_unknown_keys_and_bad_json_are_errors(tmp_path):
         load_config(path)
     with pytest.raises(ExporterConfigError, match="No such file"):
         load_config(tmp_path / "absent.json")
+
+
+def _free_address() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_the_routes_token_is_never_printed_and_a_short_one_is_refused(tmp_path):
+    config = load_config(_write(tmp_path, {**GOOD, "routes_token": "r" * 40}))
+    assert config.routes_token == "r" * 40 and "r" * 40 not in repr(config)
+    with pytest.raises(ExporterConfigError, match="routes_token") as refused:
+        load_config(_write(tmp_path, {**GOOD, "routes_token": "short-secret"}))
+    assert "short-secret" not in str(refused.value)
+
+
+def test_a_routes_endpoint_without_a_token_is_refused_before_anything_listens(tmp_path):
+    from modules.monitoring.exporter import Exporter
+
+    config = load_config(_write(tmp_path, {**GOOD, "sending_ips": [], "oltp_url": None}))
+    with pytest.raises(ExporterConfigError, match="routes_token"):
+        Exporter(config, _free_address(), routes_listen=_free_address())
+
+
+def test_the_exporter_serves_routes_apart_from_metrics_with_the_token(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from modules.monitoring.exporter import Exporter
+
+    data = {**GOOD, "queue": None, "sending_ips": [], "oltp_url": None, "routes_token": "r" * 40}
+    exporter = Exporter(load_config(_write(tmp_path, data)), _free_address(), routes_listen=_free_address())
+    exporter.start()
+    try:
+        assert exporter.routes.port != exporter.port
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(exporter.routes.url, timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(exporter.routes.url, headers={"Authorization": "Bearer " + "r" * 40})
+        with pytest.raises(urllib.error.HTTPError) as early:
+            urllib.request.urlopen(request, timeout=5)
+        assert early.value.code == 503  # no round yet (no IPs to check): the agents keep their routes
+    finally:
+        exporter.stop()

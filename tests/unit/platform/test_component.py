@@ -144,3 +144,16 @@ def test_redis_on_a_vps_is_converged_by_the_role_with_a_stack_ca_and_no_separate
         platform.redis_ca_certificate,
         platform.redis_host.playbook.id,
     ).apply(lambda args: check(args[:3]))
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_only_a_dev_stack_takes_the_devenv_routes_endpoint(monkeypatch, environment):
+    from modules.config.loader import validate_config
+    from modules.platform.component import Platform
+
+    monkeypatch.setenv("PENGUINMAILS_SENDER_ROUTES_URL", "http://10.88.0.1:9396/v1/sending-ips")
+    assert Platform._routes_url(validate_config({})) == "http://10.88.0.1:9396/v1/sending-ips"
+    from types import SimpleNamespace
+
+    real = SimpleNamespace(environment=environment)  # all _routes_url reads of the stack's config
+    assert Platform._routes_url(real) is None  # a local setting never reaches a real stack's hosts

@@ -101,3 +101,20 @@ def test_exporter_credentials_never_reach_the_command_line(tmp_path):
         password = service.secret("monitor.password")
         assert all(password not in arg for arg in service.command())
         assert all(password not in value for value in service.process_env().values())
+
+
+def test_the_penguinmails_exporter_serves_routes_on_the_bridge_only_with_a_stack_token(tmp_path):
+    from devenv.penguinmails_exporter import ROUTES_ADDRESS, ROUTES_URL, PenguinmailsExporterService
+
+    service = PenguinmailsExporterService(root=tmp_path)
+    service.config_file.write_text(json.dumps({"stack": "dev"}))  # an older config: no token, no endpoint
+    assert "--routes-listen" not in service.command()
+    service.config_file.write_text(json.dumps({"stack": "dev", "routes_token": "r" * 40}))
+    command = service.command()
+    assert command[command.index("--routes-listen") + 1] == ROUTES_ADDRESS == "10.88.0.1:9396"
+    assert command[command.index("--listen") + 1] == "127.0.0.1:9395"  # /metrics stays on loopback
+    assert (
+        service.env()["PENGUINMAILS_SENDER_ROUTES_URL"]
+        == ROUTES_URL
+        == f"http://{ROUTES_ADDRESS}/v1/sending-ips"
+    )

@@ -58,6 +58,7 @@ def converged(tmp_path_factory, devenv_env):
             started = time.monotonic()
             runs.append(runner.run_playbook("mailhost.yml", text, stack=lab.prefix, secret_vars=secret_vars))
             runs[-1].wall = time.monotonic() - started
+        print(f"\nmailhost converge: first {runs[0].wall:.0f} s, second {runs[1].wall:.0f} s")
         yield {
             "lab": lab,
             "host": host,
@@ -80,12 +81,6 @@ def test_first_converge_changes_the_host_and_second_changes_nothing(converged):
         "mx-1": {**second.host_results()["mx-1"], "changed": 0, "failed": 0, "unreachable": 0}
     }
     assert all(stats.changed == 0 for stats in second.hosts.values())
-
-
-def test_converge_stays_within_a_few_minutes(converged):
-    first, second = converged["runs"]
-    assert first.wall < 300
-    assert second.wall < 180
 
 
 def test_testinfra_host_checks_pass(converged):

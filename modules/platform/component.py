@@ -19,6 +19,7 @@ from modules.hostwinds.fleet import VpsFleet
 from modules.monitoring.component import Monitoring, exporter_settings
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
+from modules.postgres.fleet_registry import FleetNode, FleetNodeArgs
 from modules.queue import namespace_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
@@ -117,6 +118,29 @@ class Platform(pulumi.ComponentResource):
             for tier, tier_config in config.postgres.tiers().items()
             if tier_config.enabled
         }
+
+        # Each fleet node in the OLTP tier's inventory, where the DNSBL checker and the warm-up job find its IP.
+        self.fleet_nodes: list[FleetNode] = []
+        oltp = self.postgres_tiers.get("oltp")
+        if self.fleet is not None and oltp is not None:
+            for node in config.fleet.node_names():
+                entry = self.fleet.inventory.apply(
+                    lambda inventory, node=node: next(n for n in inventory if n["name"] == node)
+                )
+                self.fleet_nodes.append(
+                    FleetNode(
+                        f"{name}-fleet-node-{node}",
+                        FleetNodeArgs(
+                            tier="oltp",
+                            database=oltp.names.database,
+                            mark=f"pulumi:{pulumi.get_project()}/{pulumi.get_stack()}/{node}",
+                            server_id=entry.apply(lambda n: str(n["service_id"])),
+                            hostname=entry.apply(lambda n: n.get("fqdn") or n["name"]),
+                            ip=entry.apply(lambda n: n["ip"]),
+                        ),
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[oltp.migrations]),
+                    )
+                )
 
         # Scrape targets for every part above (mail hosts once converged, tiers, Redis, DNS, the queue).
         self.monitoring = None

@@ -31,6 +31,7 @@ def exporter_settings(
     dns_verification: Sequence[Mapping[str, Any]] = (),
     dns_ca_file: str | None = None,
     routes_token: str | None = None,
+    warmup: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
@@ -50,6 +51,12 @@ def exporter_settings(
         "dns_interval_seconds": 60.0 if environment == "dev" else 300.0,
         # The hosts' sender routes agents authenticate with this (modules/monitoring/routes.py).
         "routes_token": routes_token if reputation.enabled else None,
+        # The warm-up job: {warmup_url, prometheus_url, warmup_plan, warmup_start_day} or nothing.
+        **(
+            {**warmup, "warmup_interval_seconds": 60.0 if environment == "dev" else 3600.0}
+            if warmup and warmup.get("warmup_url") and warmup.get("prometheus_url")
+            else {}
+        ),
     }
 
 

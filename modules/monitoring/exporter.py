@@ -34,9 +34,12 @@ from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import DomainReport, expectations_from_output, verify
 from modules.errors import ToolkitError
+from modules.monitoring.periodic import Periodic as _Periodic
+from modules.monitoring.warmup_loop import WarmupLoop
 from modules.reputation.checker import Round, run_round
 from modules.reputation.dnsbl import Outcome, Zone
 from modules.reputation.store import ReputationStore
+from modules.reputation.warmup import WarmupPlan
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +123,23 @@ class ExporterConfig(_Model):
     # The bearer token of the routes endpoint the hosts' sender routes agents poll (modules/monitoring/
     # routes.py); none: no endpoint.
     routes_token: str | None = Field(default=None, min_length=24, repr=False)
+    # The warm-up job (modules/monitoring/warmup_loop.py): the OLTP tier as its ``warmup`` duty (stack
+    # output postgres_oltp_warmup_url) and the Prometheus that scrapes the hosts' delivery counters; both
+    # or no job.
+    warmup_url: str | None = Field(default=None, repr=False)
+    prometheus_url: str | None = None
+    warmup_plan: WarmupPlan | None = None
+    warmup_start_day: int = Field(default=1, ge=1)
+    warmup_interval_seconds: float = Field(default=3600.0, ge=1, le=86400)
 
-    @field_validator("oltp_url")
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL")
+        return value
+
+    @field_validator("oltp_url", "warmup_url")
     @classmethod
     def _oltp(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -266,49 +284,6 @@ class QueueReader:
         yield in_flight
 
 
-class _Periodic:
-    """A check that runs every ``interval`` seconds in a daemon thread; :attr:`last` is its newest result."""
-
-    what = "check"
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self.last = None
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wanted(self) -> bool:
-        return True
-
-    def check(self):
-        raise NotImplementedError
-
-    def run_once(self):
-        self.last = self.check()
-        self.rounds += 1
-        return self.last
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("%s failed", self.what)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-
-    def start(self) -> None:
-        if self.wanted() and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self.what, daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-
 class ReputationLoop(_Periodic):
     """The DNSBL rounds; :attr:`last` is the newest finished :class:`Round`."""
 
@@ -361,10 +336,17 @@ class DnsVerifyLoop(_Periodic):
 
 
 class PenguinmailsCollector(Collector):
-    def __init__(self, config: ExporterConfig, loop: ReputationLoop, dns: DnsVerifyLoop | None = None):
+    def __init__(
+        self,
+        config: ExporterConfig,
+        loop: ReputationLoop,
+        dns: DnsVerifyLoop | None = None,
+        warmup: WarmupLoop | None = None,
+    ):
         self.config = config
         self.loop = loop
         self.dns = dns
+        self.warmup = warmup
         self.queue = QueueReader(config.queue, config.scrape_timeout_seconds) if config.queue else None
         self._lock = threading.Lock()  # one scrape at a time shares the queue connections
 
@@ -383,6 +365,8 @@ class PenguinmailsCollector(Collector):
                         yield item
         yield from self._reputation(up)
         yield from self._dns()
+        if self.warmup is not None:
+            yield from self.warmup.collect(up)
         yield up
 
     def _dns(self) -> Iterator[GaugeMetricFamily]:
@@ -473,8 +457,16 @@ class Exporter:
         self.routes = None
         self.loop = ReputationLoop(config)
         self.dns = DnsVerifyLoop(config)
+        self.warmup = WarmupLoop(
+            stack=config.stack,
+            warmup_url=config.warmup_url,
+            prometheus_url=config.prometheus_url,
+            plan=config.warmup_plan,
+            start_day=config.warmup_start_day,
+            interval=config.warmup_interval_seconds,
+        )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = PenguinmailsCollector(config, self.loop, self.dns)
+        self.collector = PenguinmailsCollector(config, self.loop, self.dns, self.warmup)
         self.registry.register(self.collector)
         self.server = None
         self._thread = None
@@ -503,12 +495,14 @@ class Exporter:
             log.info("Exporter[%s] serving routes on %s", self.config.stack, self.routes.url)
         self.loop.start()
         self.dns.start()
+        self.warmup.start()
         log.info("Exporter[%s] serving %s", self.config.stack, self.url)
         return self
 
     def stop(self) -> None:
         self.loop.stop()
         self.dns.stop()
+        self.warmup.stop()
         if self.routes is not None:
             self.routes.stop()
         if self.server is not None:

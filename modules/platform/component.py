@@ -13,6 +13,7 @@ import pulumi
 from modules.ansible.mailhosts import MailHosts, converges
 from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
+from modules.config.warmup import start_day as warmup_start_day
 from modules.dns.component import MailDns
 from modules.dns.sts_fetch import ca_file_for
 from modules.hostwinds.fleet import VpsFleet
@@ -179,6 +180,14 @@ class Platform(pulumi.ComponentResource):
         return [source] if source else []
 
     @staticmethod
+    def _prometheus_url(config: StackConfig) -> str | None:
+        """The Prometheus the warm-up job reads delivery figures from: the devenv's in a dev stack, else
+        ``monitoring.prometheus_url`` (none: no warm-up job in the exporter)."""
+        if config.environment == "dev":
+            return os.environ.get("PENGUINMAILS_PROMETHEUS_URL") or config.monitoring.prometheus_url
+        return config.monitoring.prometheus_url
+
+    @staticmethod
     def _routes_url(config: StackConfig) -> str | None:
         """Where the hosts reach the exporter's routes endpoint: the devenv exporter on the podman bridge in a
         dev stack; a real stack's monitoring host is not deployed yet, so none (no agent, no quarantine
@@ -210,6 +219,7 @@ class Platform(pulumi.ComponentResource):
             "secrets": pulumi.Output.all(**secrets) if secrets else {},
             "dns": self.mail_dns.verification if self.mail_dns is not None else [],
             "routes_token": self.routes_token,
+            "warmup_url": oltp_tier.warmup_url if oltp_tier is not None and config.warmup.enabled else None,
         }
         return pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -227,6 +237,12 @@ class Platform(pulumi.ComponentResource):
                     dns_verification=v["dns"],
                     dns_ca_file=ca_file_for(config),
                     routes_token=v["routes_token"],
+                    warmup={
+                        "warmup_url": v["warmup_url"],
+                        "prometheus_url": self._prometheus_url(config),
+                        "warmup_plan": config.warmup.plan.model_dump(mode="json"),
+                        "warmup_start_day": warmup_start_day(config),
+                    },
                 )
             )
         )

@@ -1,11 +1,14 @@
-"""The scheduled warm-up job: figures from each host's Postfix log, a decision per IP, stored and rendered.
+"""The scheduled warm-up job: each IP's delivery figures, a decision per IP, stored and rendered.
 
-Why the queue's ``warmup`` queue and not pg_cron on the OLTP tier: the figures live in the hosts' Postfix
-logs, which a job inside PostgreSQL cannot read; a queue worker (Python, on the platform side) reaches the
-hosts over SSH like Ansible does, and the OLTP tier through the ``warmup`` duty. :func:`handle` is the
-handler for jobs ``{"kind": "ip-warmup-cycle"}`` of that queue; :func:`run_cycle` is the plain function it
-calls. After a cycle the new caps go to the hosts as the postfix
-role's variables (:func:`host_caps`), through the next converge.
+Why not pg_cron on the OLTP tier: the figures come from the hosts' Postfix logs, which a job inside
+PostgreSQL cannot read. :func:`run_cycle` takes them from a *figures source*: the logs themselves
+(:func:`log_source`, :class:`HostLog`) or Prometheus, which scrapes each host's
+``penguinmails_smtp_deliveries_total`` (:mod:`modules.reputation.warmup_figures`; what the penguinmails
+exporter's warm-up loop uses, modules/monitoring/exporter.py). A source that cannot answer for an IP
+raises, and that IP is not decided this cycle: zero attempts read from nothing would look like an idle IP.
+:func:`handle` is the handler of ``{"kind": "ip-warmup-cycle"}`` jobs for the queue's ``warmup`` queue.
+After a cycle the new caps go to the hosts as the postfix role's variables (:func:`host_caps`), through
+the next converge.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class CycleResult:
     decision: Decision | None = None
     stored: bool = False
     figures: postfix_log.IpFigures = field(default_factory=postfix_log.IpFigures)
+    error: str | None = None  # why this IP was not decided (its figures could not be read)
 
 
 def figures_for(
@@ -66,15 +70,26 @@ def figures_for(
     return total
 
 
+FiguresSource = Callable[[str, "datetime | None", datetime], postfix_log.IpFigures]
+
+
+def log_source(logs: Iterable[HostLog]) -> FiguresSource:
+    """Figures from the hosts' Postfix log lines (:func:`figures_for`)."""
+    logs = list(logs)
+    return lambda ip, since, now: figures_for(logs, ip, since, now)
+
+
 def run_cycle(
     store: WarmupStore,
-    logs: list[HostLog],
+    source: list[HostLog] | FiguresSource,
     plan: WarmupPlan,
     start_day: int,
     now: datetime,
     complaints: Mapping[str, int] | None = None,
 ) -> list[CycleResult]:
-    """One pass over every sending IP: start missing plans, decide and record the others."""
+    """One pass over every sending IP: start missing plans, decide and record the others. ``source`` is
+    the hosts' logs or a figures source; an IP whose figures it cannot give is skipped (``error`` set)."""
+    figures_of = log_source(source) if isinstance(source, list) else source
     results = []
     for stored in store.plans():
         result = CycleResult(stored.ip)
@@ -84,7 +99,13 @@ def run_cycle(
             results.append(result)
             continue
         state = stored.state
-        result.figures = figures_for(logs, stored.ip, state.last_advanced_at, now)
+        try:
+            result.figures = figures_of(stored.ip, state.last_advanced_at, now)
+        except Exception as exc:  # no figures, no decision (see the module docstring)
+            result.error = f"{type(exc).__name__}: {exc}"
+            log.warning("Warm-up[%s]: not decided this cycle, no figures: %s", stored.ip, result.error)
+            results.append(result)
+            continue
         figures = result.figures.figures((complaints or {}).get(stored.ip, 0))
         last_sent = result.figures.last_sent_at
         current = IpState(

@@ -120,3 +120,26 @@ def test_the_exporter_serves_routes_apart_from_metrics_with_the_token(tmp_path):
         assert early.value.code == 503  # no round yet (no IPs to check): the agents keep their routes
     finally:
         exporter.stop()
+
+
+def test_the_warmup_job_needs_both_its_urls_and_they_are_checked(tmp_path):
+    from modules.config.reputation import ReputationConfig
+    from modules.monitoring.component import exporter_settings
+
+    with pytest.raises(ExporterConfigError, match="warmup_url"):
+        load_config(_write(tmp_path, {**GOOD, "warmup_url": "http://127.0.0.1:9390"}))
+    with pytest.raises(ExporterConfigError, match="prometheus_url"):
+        load_config(_write(tmp_path, {**GOOD, "prometheus_url": "postgresql://x@127.0.0.1/db"}))
+
+    def settings(**warmup):
+        return exporter_settings(
+            stack="dev", environment="dev", reputation=ReputationConfig(), resolvers=[], sending_ips=[],
+            queue=None, oltp_url=None, query_secrets={}, warmup=warmup,
+        )  # fmt: skip
+
+    warmup_url = "postgresql://pm_dev_oltp_warmup:pw@127.0.0.1:5433/pm_dev_oltp"
+    assert "warmup_url" not in settings(warmup_url=warmup_url, prometheus_url=None)
+    both = settings(warmup_url=warmup_url, prometheus_url="http://127.0.0.1:9390", warmup_start_day=2)
+    assert both["warmup_interval_seconds"] == 60.0 and both["warmup_start_day"] == 2
+    config = load_config(_write(tmp_path, both))
+    assert config.warmup_url == warmup_url and "pw@" not in repr(config)

@@ -9,13 +9,18 @@ import pytest
 
 from devenv.registry import environment, services
 
+# The main thread's loop when the test modules are imported: Outputs made at import time (module-level
+# stand-ins) belong to it, so it is the one to give back.
+_IMPORT_LOOP = asyncio.get_event_loop_policy().get_event_loop()
+
 
 @pytest.fixture(autouse=True)
 def _current_event_loop():
-    """Give the main thread an event loop when an earlier test's ``asyncio.run`` left it none.
+    """Give the main thread its loop back when an earlier test's ``asyncio.run`` left it none.
 
     Pulumi's mocks and ``@pulumi.runtime.test`` use the thread's current loop; ``asyncio.run`` (the DNSBL
-    checker) closes its loop and unsets it, after which they fail with "no current event loop".
+    checker) ends by unsetting it, after which they fail with "no current event loop". The loop of import
+    time is put back (a new one only if it was closed), since module-level Outputs are attached to it.
     """
     policy = asyncio.get_event_loop_policy()
     try:
@@ -23,7 +28,7 @@ def _current_event_loop():
     except RuntimeError:
         loop = None
     if loop is None or loop.is_closed():
-        policy.set_event_loop(policy.new_event_loop())
+        policy.set_event_loop(_IMPORT_LOOP if not _IMPORT_LOOP.is_closed() else policy.new_event_loop())
     yield
 
 

@@ -87,7 +87,7 @@ class DevServices:
         self.env = env
 
     def hostwinds_calls(self) -> int:
-        with urllib.request.urlopen(self.sim_stats_url, timeout=10) as answer:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.sim_stats_url, timeout=10) as answer:
             return int(json.loads(answer.read())["total"])
 
     def redis_admin(self) -> redis.Redis:

@@ -43,8 +43,8 @@ class SimHandle:
     def admin(self, path: str, data: Mapping[str, Any] | None = None) -> Any:
         body = json.dumps(data).encode() if data is not None else None
         url = f"{self.service.admin_url}/{path}"  # always http://127.0.0.1:<port>/_sim/…
-        request = urllib.request.Request(url, data=body, method="POST" if body else "GET")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+        with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
     def faults(self, **settings: Any) -> dict[str, Any]:

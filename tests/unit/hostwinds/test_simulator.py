@@ -449,9 +449,9 @@ def http(served, path, data=None, form=None):
     """(status, headers, JSON or text) of one request to the running simulator."""
     base = served.url.rsplit("/cloud/", 1)[0]
     body = json.dumps(data).encode() if data is not None else urlencode(form).encode() if form else None
-    request = urllib.request.Request(base + path, data=body, method="POST" if body else "GET")  # noqa: S310
+    request = urllib.request.Request(base + path, data=body, method="POST" if body else "GET")
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as answer:
             status, headers, raw = answer.status, answer.headers, answer.read()
     except urllib.error.HTTPError as exc:
         status, headers, raw = exc.code, exc.headers, exc.read()

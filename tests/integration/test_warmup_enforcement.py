@@ -11,8 +11,8 @@ The log lines are parsed into per-IP figures by ``modules.reputation.postfix_log
 
 The quarantine chain is the real one: a private BIND serves the DNSBL zone, the penguinmails exporter
 (in this process) checks the host's IP every few seconds and serves its routes endpoint on podman's
-bridge, and the host's agent polls it. Listing the IP pauses the domain (its mail is deferred and kept);
-clearing it lets the same message out.
+bridge, and the host's agent polls it. Listing the IP pauses the domain: submission answers 450 4.7.1 (the
+client keeps the message) and queued mail is deferred; clearing it lets the same message out.
 """
 
 from __future__ import annotations
@@ -336,10 +336,22 @@ def test_a_dnsbl_listing_pauses_the_domain_on_the_host_and_clearing_it_lets_the_
     assert f"@{capped['domain']} retry:4.7.1 sending IP {capped['host']['ip']} is quarantined" in paused
     assert capped["exporter"].loop.last.quarantined() == {capped["host"]["ip"]: True}
 
+    # Submission on 587 is answered 450 4.7.1 with the reason (Postfix resolves the recipient's transport
+    # at RCPT): the tenant's client keeps the message and retries, nothing is queued.
+    refused_rcpt = f"refused{uuid.uuid4().hex[:6]}@[{capped['sink']['ip']}]"
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        _send(capped, refused_rcpt)
+    code, text = refused.value.recipients[refused_rcpt]
+    assert code == 450 and text.startswith(b"4.7.1 ") and b"is quarantined" in text, text
+    assert refused_rcpt not in _queued_recipients(capped)
+    # Mail already queued (here: submitted on the host itself, through pickup) is deferred, never sent.
     rcpt = f"held{uuid.uuid4().hex[:6]}@[{capped['sink']['ip']}]"
-    assert _send(capped, rcpt) == {}  # submission still takes it: the mail waits on the host
+    _exec(
+        capped["lab"], "mx-1", "/usr/sbin/sendmail", "-f", capped["login"][0], rcpt,
+        stdin=f"Subject: held {rcpt}\n\nWaits for the listing to clear.\n",
+    )  # fmt: skip
     deferred = _wait(
-        "the message was not deferred with the quarantine reason",
+        "the queued message was not deferred with the quarantine reason",
         lambda: [
             line
             for line in _log(capped)
@@ -361,3 +373,4 @@ def test_a_dnsbl_listing_pauses_the_domain_on_the_host_and_clearing_it_lets_the_
         seconds=90,
     )
     assert rcpt not in _queued_recipients(capped)
+    assert _send(capped, refused_rcpt) == {}  # and submission takes the tenant's mail again

@@ -15,7 +15,7 @@ Delete removes the VPS row and, by cascade, its IPs with their plans and assignm
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import psycopg
@@ -42,7 +42,13 @@ class FleetNodeArgs:
     ip: pulumi.Input[str]
 
     def props(self) -> dict[str, Any]:
-        return {**asdict(self), "vps_id": None, "ip_id": None, "drift": []}
+        # Not dataclasses.asdict: it deep-copies, and Outputs cannot be copied outside serialization.
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            "vps_id": None,
+            "ip_id": None,
+            "drift": [],
+        }
 
 
 def _check(news: dict[str, Any]) -> list[dynamic.CheckFailure]:

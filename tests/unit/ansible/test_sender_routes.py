@@ -186,3 +186,18 @@ def test_the_endpoint_refuses_without_the_token_and_answers_the_round(endpoint):
 def test_the_endpoint_needs_a_token():
     with pytest.raises(ValueError, match="token"):
         RoutesServer("127.0.0.1", 0, "", "unit", lambda: None)
+
+
+def test_a_silent_endpoint_is_logged_once_and_its_return_once(tmp_path, endpoint, caplog):
+    server, state = endpoint
+    agent, *_ = _agent(tmp_path, server.url)
+    state["last"] = None  # 503 on every pass
+    with caplog.at_level("WARNING", logger="sender-routes"):
+        for _ in range(5):
+            agent.once()
+        state["last"] = _round({"192.0.2.1": Outcome.CLEAN})
+        agent.once()
+        agent.once()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("keeping the current routes" in m for m in messages) == 1, messages
+    assert sum("answers again" in m for m in messages) == 1, messages

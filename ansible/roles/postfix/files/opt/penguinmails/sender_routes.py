@@ -30,6 +30,7 @@ from pathlib import Path
 log = logging.getLogger("sender-routes")
 PAUSE = "retry:4.7.1 sending IP {ip} is quarantined (listed on a DNSBL); mail waits for it to clear"
 MAX_ANSWER = 4 * 1024 * 1024
+WARN_EVERY_SECONDS = 600
 
 
 class AnswerError(Exception):
@@ -158,6 +159,8 @@ class Agent:
         self.reload = config.get("reload", ["/usr/sbin/postfix", "reload"])
         self.quarantined: dict[str, bool] = {}
         self.success: float | None = None
+        self.failing_since: float | None = None
+        self.last_warning = 0.0
         self.overrides = self._current()
         for transport in self.overrides.values():  # what the map says now is the state to keep on a failure
             if transport.startswith("retry:"):
@@ -180,9 +183,18 @@ class Agent:
         try:
             states = fetch_states(self.url, self.token, self.timeout)
         except AnswerError as exc:
-            log.warning("keeping the current routes: %s", exc)
+            # Said when the endpoint stops answering and then every 10 minutes, not on every pass.
+            now = time.monotonic()
+            if self.failing_since is None or now - self.last_warning >= WARN_EVERY_SECONDS:
+                log.warning("keeping the current routes: %s", exc)
+                self.last_warning = now
+            if self.failing_since is None:
+                self.failing_since = now
             self._metrics()
             return False
+        if self.failing_since is not None:
+            log.warning("the endpoint answers again after %.0f s", time.monotonic() - self.failing_since)
+            self.failing_since = None
         self.success = time.time()
         self.quarantined = decide(self.ips, states, self.quarantined)
         overrides = plan(self.ips, self.tenants, self.quarantined, states)

@@ -34,6 +34,17 @@ def tier_roles(tier: str) -> tuple[str, ...]:
     return ("migrator", *duties_for(tier))
 
 
+def _devenv_address(config: StackConfig, variable: str, part: str) -> str | None:
+    """A devenv service's address for a dev stack (``source tools/env.sh`` exports it); None for any other
+    stack, whatever the shell has: local settings never reach a real stack."""
+    if config.environment != "dev":
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        pulumi.log.warn(f"{part}: {variable} is unset (run `source tools/env.sh`)")
+    return value or None
+
+
 class Platform(pulumi.ComponentResource):
     """A whole PenguinMails environment, built from a validated :class:`StackConfig`."""
 
@@ -170,13 +181,7 @@ class Platform(pulumi.ComponentResource):
     def _scrape_sources(config: StackConfig) -> list[str]:
         """Who may scrape the mail hosts' exporters: in a dev stack the devenv Prometheus's address on the
         podman bridge; a real stack's monitoring host is not deployed yet, so nothing (ports closed)."""
-        if config.environment != "dev":
-            return []
-        source = os.environ.get("PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE")
-        if not source:
-            pulumi.log.warn(
-                "monitoring: PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE is unset (run `source tools/env.sh`)"
-            )
+        source = _devenv_address(config, "PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE", "monitoring")
         return [source] if source else []
 
     @staticmethod
@@ -198,10 +203,7 @@ class Platform(pulumi.ComponentResource):
                 "quarantined IP keeps sending until its domains are moved by hand"
             )
             return None
-        url = os.environ.get("PENGUINMAILS_SENDER_ROUTES_URL")
-        if not url:
-            pulumi.log.warn("reputation: PENGUINMAILS_SENDER_ROUTES_URL is unset (run `source tools/env.sh`)")
-        return url or None
+        return _devenv_address(config, "PENGUINMAILS_SENDER_ROUTES_URL", "reputation")
 
     def _exporter_config(self, config: StackConfig) -> pulumi.Output[dict]:
         """The penguinmails exporter's sources (a secret: database and Redis passwords)."""

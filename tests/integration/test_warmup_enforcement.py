@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from devenv.bind import free_port
 from devenv.podman_hosts import ensure_default_bridge
 from modules.ansible import runner
 from modules.config.reputation import DEV_ZONE
@@ -98,12 +99,6 @@ def _exec(lab: Lab, name: str, *argv: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory, devenv_env):
     folder = tmp_path_factory.mktemp("warmup-enforcement")
@@ -124,8 +119,8 @@ def capped(tmp_path_factory, devenv_env):
                 check_interval_seconds=2,
                 routes_token=ROUTES_TOKEN,
             ),
-            f"127.0.0.1:{_free_port('127.0.0.1')}",
-            routes_listen=f"{gateway}:{_free_port(gateway)}",
+            f"127.0.0.1:{free_port('127.0.0.1')}",
+            routes_listen=f"{gateway}:{free_port(gateway)}",
         ).start()
         sink = lab.create("sink", f"sink.{domain}")
         _exec(lab, "sink", "sh", "-c", "cat > /tmp/sink.py", stdin=SINK)

@@ -77,11 +77,9 @@ def test_unknown_keys_and_bad_json_are_errors(tmp_path):
 
 
 def _free_address() -> str:
-    import socket
+    from devenv.bind import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def test_the_routes_token_is_never_printed_and_a_short_one_is_refused(tmp_path):

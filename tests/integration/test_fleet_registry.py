@@ -145,3 +145,21 @@ def test_the_dnsbl_checker_records_a_registered_nodes_listing(oltp):
 def test_bad_input_is_named_before_anything_changes(oltp, field, value, reason):
     failures = FleetNodeProvider().check({}, _props(oltp, **{field: value})).failures
     assert [(f.property, reason in f.reason) for f in failures] == [(field, True)]
+
+
+def test_an_ip_another_vps_holds_is_never_taken(oltp):
+    with oltp.connect() as conn:
+        vps = conn.execute(
+            "INSERT INTO fleet.vps_instances (hostwinds_instance_id, hostname, status) "
+            "VALUES ('9999', 'by-hand.example.net', 'active') RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO fleet.smtp_ip_addresses (vps_instance_id, ip_address, status) VALUES (%s, '192.0.2.61', 'warmed')",
+            [vps],
+        )
+    before = _rows(oltp)
+    with pytest.raises(PostgresError, match=r"already fleet\.smtp_ip_addresses row .* of another VPS"):
+        FleetNodeProvider().create(_props(oltp))
+    assert _rows(oltp) == before  # the whole registration rolled back: no VPS row of ours either
+    with oltp.connect() as conn:
+        conn.execute("DELETE FROM fleet.vps_instances WHERE id = %s", [vps])

@@ -36,12 +36,24 @@ def cron_database(conn: psycopg.Connection) -> str | None:
 
 
 def extension_ready(conn: psycopg.Connection) -> bool:
-    """True when pg_cron is installed in this database (the launcher's), after creating it if it can be."""
+    """True when pg_cron is installed in this database (the launcher's), after creating it if it can be.
+
+    Several tiers' schedules share the launcher's database and are created in parallel: IF NOT EXISTS
+    alone races (two creators, one unique violation), so creators take turns on an advisory lock.
+    """
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", [EXTENSION]).fetchone():
         return True
     if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", [EXTENSION]).fetchone():
         return False
-    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+    conn.execute("SELECT pg_advisory_lock(hashtext('penguinmails:create-extension:pg_cron'))")
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        if not conn.autocommit:
+            conn.commit()
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('penguinmails:create-extension:pg_cron'))")
+        if not conn.autocommit:
+            conn.commit()
     return True
 
 

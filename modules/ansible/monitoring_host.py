@@ -39,6 +39,7 @@ class AlertEmail:
     smarthost: str  # ip:587
     server_name: str  # the name the smarthost's certificate is for
     ca_certificate: str = ""  # PEM; empty: the system's CAs
+    pin_presented: bool = False  # dev stacks without ACME: trust the self-signed certificate it presents
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def playbook_vars(
         "monitoring_smarthost_username": email.sender if email else "",
         "monitoring_smarthost_server_name": email.server_name if email else "",
         "monitoring_smarthost_ca_certificate": email.ca_certificate if email else "",
+        "monitoring_smarthost_pin_presented": bool(email and email.pin_presented),
         "penguinmails_exporter_wheelhouse": wheels,
         "penguinmails_exporter_listen": EXPORTER_LISTEN,
         "penguinmails_exporter_routes_listen": f"{host_ip}:{ROUTES_PORT}",

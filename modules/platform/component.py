@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pulumi
 
+from modules.acme import settings as acme_settings
 from modules.ansible.mailhosts import MailHosts, alert_sender, converges
 from modules.ansible.monitoring_host import PROMETHEUS_URL as MONITORING_PROMETHEUS_URL
 from modules.ansible.monitoring_host import AlertEmail, MonitoringHost, MonitoringHostSettings
@@ -224,7 +225,10 @@ class Platform(pulumi.ComponentResource):
                     sender=sender,
                     smarthost=f"{n['ip']}:587",
                     server_name=n.get("fqdn") or n["name"],
-                    ca_certificate=_read_ca(ca_file_for(config)),
+                    # The hosts' ACME certificates chain to the stack's CA (the system's, or Pebble's in dev);
+                    # a dev stack's hosts without ACME have self-signed ones; real stacks never pin.
+                    ca_certificate=_read_ca(ca_file_for(config)) if acme_settings.enabled(config) else "",
+                    pin_presented=config.environment == "dev" and not acme_settings.enabled(config),
                 )
             )
         settings = pulumi.Output.from_input(email).apply(

@@ -5,7 +5,8 @@ program on a private simulator with podman nodes (a staging or production stack 
 What is checked: the mail host's exporters are scraped by the monitoring host, whose address alone its
 firewall rule opens them to; the mail host's sender routes agent reaches the exporter's routes endpoint on the monitoring host (its success metric,
 scraped by that Prometheus through the mail host's node exporter); a stopped Postfix reaches the webhook
-as PostfixDown from the monitoring host's own Alertmanager; a second preview plans nothing.
+as PostfixDown from the monitoring host's own Alertmanager, and by email through the node's own submission
+service once Postfix is back; a second preview plans nothing.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def _config(bind, sim, webhook: str) -> dict:
                 "ssh_key_names": ["penguinmails-dev-operator"],
                 "rdns_domain": f"mon.{ZONE}",
                 "webhook_url": webhook,
+                # The platform's own mail path: submission on the node that sends for acme, to its mailbox.
+                "email_to": [f"postmaster@acme.{ZONE}"],
+                "email_from": f"alerts@acme.{ZONE}",
             },
         },
     }
@@ -178,7 +182,9 @@ def _exercise(stack, prefix: str, sink: Sink) -> None:
     # The mail hosts' firewall opens the exporters to the monitoring host's address only (dev containers
     # run without nftables; tests/integration/test_ansible_monitoring_agent.py attacks that rule).
     deployment = stack.export_stack().deployment
-    mail_playbook = next(r for r in deployment["resources"] if r["urn"].endswith("penguinmails-mail-playbook"))
+    mail_playbook = next(
+        r for r in deployment["resources"] if r["urn"].endswith("penguinmails-mail-playbook")
+    )
     assert mail_playbook["inputs"]["vars"]["monitoring_agent_allowed_sources"] == [mon_ip]
 
     # The mail host's agent has answers from the routes endpoint on the monitoring host.
@@ -197,4 +203,20 @@ def _exercise(stack, prefix: str, sink: Sink) -> None:
     stopped = time.monotonic()
     _wait("PostfixDown at the webhook", lambda: "PostfixDown" in sink.alerts(), 240)
     print(f"Postfix stopped → PostfixDown at the webhook: {time.monotonic() - stopped:.0f} s")
-    _in(mx, "postfix", "start", check=False)
+
+    # By email too, once the mail path is back: Alertmanager logs in as alerts@ at the node's submission
+    # port (TLS checked against the certificate pinned at converge), Postfix delivers to the mailbox.
+    _in(mx, "postfix", "start")
+    restarted = time.monotonic()
+    maildir = f"/var/vmail/acme.{ZONE}/postmaster/Maildir"
+
+    def alert_mail():
+        found = _in(
+            mx, "sh", "-c", f"grep -rl 'PostfixDown' {maildir}/new {maildir}/cur 2>/dev/null", check=False
+        )
+        return found.stdout.split()
+
+    delivered = _wait("the PostfixDown alert mail in postmaster's mailbox", alert_mail, 300)
+    print(f"Postfix back → alert mail in the mailbox: {time.monotonic() - restarted:.0f} s")
+    message = _in(mx, "cat", delivered[0]).stdout
+    assert f"From: alerts@acme.{ZONE}" in message or f"<alerts@acme.{ZONE}>" in message

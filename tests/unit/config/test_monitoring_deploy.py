@@ -60,7 +60,7 @@ def test_a_staging_stack_cannot_use_the_local_prometheus():
 
 def test_alert_mail_comes_from_a_sending_domain_of_the_stack():
     email = {**VPS, "email_to": ["oncall@example.org"], "email_from": "alerts@elsewhere.example"}
-    with pytest.raises(ConfigError, match="elsewhere.example is not a sending domain"):
+    with pytest.raises(ConfigError, match=r"elsewhere\.example is not a sending domain"):
         validate_config(_staging({"deploy": "vps", "vps": email}), stack="staging")
     email["email_from"] = "Alerts@Example.com"
     vps = validate_config(_staging({"deploy": "vps", "vps": email}), stack="staging").monitoring.vps

@@ -148,10 +148,10 @@ def test_redis_on_a_vps_is_converged_by_the_role_with_a_stack_ca_and_no_separate
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
 def test_only_a_dev_stack_takes_the_devenv_routes_endpoint(monkeypatch, environment):
+    from types import SimpleNamespace
+
     from modules.config.loader import validate_config
     from modules.platform.component import Platform
-
-    from types import SimpleNamespace
 
     monkeypatch.setenv("PENGUINMAILS_SENDER_ROUTES_URL", "http://10.88.0.1:9396/v1/sending-ips")
     no_vps = SimpleNamespace(monitoring_node=None)  # a platform without a monitoring VPS
@@ -167,9 +167,13 @@ class MonitoringVpsMocks(RecordingMocks):
         id_, state = super().new_resource(args)
         if args.typ.endswith("hostwinds:FleetReady"):
             if "monitoring" in args.name:
-                state["inventory"] = [{"name": "mon-01", "fqdn": "mon-01.pm.test", "ip": "10.88.9.9", "service_id": 9}]
+                state["inventory"] = [
+                    {"name": "mon-01", "fqdn": "mon-01.pm.test", "ip": "10.88.9.9", "service_id": 9}
+                ]
             else:
-                state["inventory"] = [{"name": "mx-01", "fqdn": "mx-01.pm.test", "ip": "10.88.7.7", "service_id": 7}]
+                state["inventory"] = [
+                    {"name": "mx-01", "fqdn": "mx-01.pm.test", "ip": "10.88.7.7", "service_id": 7}
+                ]
         return id_, state
 
 
@@ -182,7 +186,9 @@ def test_a_monitoring_vps_is_ordered_converged_and_what_the_mail_hosts_report_to
     from modules.config.loader import validate_config
     from modules.platform.component import Platform
 
-    monkeypatch.setenv("PENGUINMAILS_SENDER_ROUTES_URL", "http://10.88.0.1:9396/v1/sending-ips")  # must not win
+    monkeypatch.setenv(
+        "PENGUINMAILS_SENDER_ROUTES_URL", "http://10.88.0.1:9396/v1/sending-ips"
+    )  # must not win
     monkeypatch.setenv("PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE", "10.88.0.1")
     mocks = MonitoringVpsMocks()
     # The dev stack's name: throwaway dev stacks do not converge their fleet (modules/ansible/mailhosts.py).
@@ -247,4 +253,6 @@ def test_the_warm_up_job_on_a_monitoring_vps_reads_the_prometheus_beside_it(monk
     monkeypatch.setenv("PENGUINMAILS_PROMETHEUS_URL", "http://127.0.0.1:9390")
     config = validate_config({})
     assert Platform._prometheus_url(SimpleNamespace(monitoring_node=None), config) == "http://127.0.0.1:9390"
-    assert Platform._prometheus_url(SimpleNamespace(monitoring_node=object()), config) == "http://127.0.0.1:9090"
+    assert (
+        Platform._prometheus_url(SimpleNamespace(monitoring_node=object()), config) == "http://127.0.0.1:9090"
+    )

@@ -56,6 +56,10 @@ if platform.mail_dns is not None:
     pulumi.export("dns_verification", platform.mail_dns.verification)
 # Per-host ok/changed/failed of the last mail-host convergence.
 pulumi.export("mail_host_results", platform.mail_hosts.host_results if platform.mail_hosts else {})
+if platform.monitoring_host is not None:
+    # The monitoring VPS: its address (web UIs on its loopback, through `ssh -L`) and its converge.
+    pulumi.export("monitoring_host", platform.monitoring_host.address)
+    pulumi.export("monitoring_host_results", platform.monitoring_host.host_results)
 # Prometheus file_sd groups per exporter job (no secrets): what the monitoring host scrapes.
 if platform.monitoring is not None:
     pulumi.export("monitoring_targets", platform.monitoring.jobs)

@@ -118,6 +118,15 @@ def inet_protocols(node: Mapping[str, Any]) -> str:
     return "all" if node.get("ipv6") else "ipv4"
 
 
+def alert_sender(config: StackConfig) -> str | None:
+    """The monitoring host's alert mail login (``monitoring.vps.email_from``), a mailbox on the node that
+    sends for its domain, or None when alerts go by webhook only."""
+    vps = config.monitoring.vps
+    if vps is None or not vps.email_to or config.monitoring.deploy_for(config.environment) != "vps":
+        return None
+    return vps.email_from
+
+
 def plan_host_vars(
     config: StackConfig,
     inventory: list[Mapping[str, Any]],
@@ -151,7 +160,9 @@ def plan_host_vars(
             "opendkim_domains": domains,
             "dovecot_domains": domains,
             "postfix_sender_logins": plan_sender_logins(
-                tenants_by_node.get(name, {}), [postmaster_address(d) for d in domains]
+                tenants_by_node.get(name, {}),
+                [postmaster_address(d) for d in domains]
+                + [a for a in [alert_sender(config)] if a and a.rpartition("@")[2] in domains],
             ),
             "postfix_inet_protocols": inet_protocols(node),
             "mta_sts_policies": {domain: policies[domain] for domain in domains if domain in policies},
@@ -227,7 +238,7 @@ class MailHosts(pulumi.ComponentResource):
         *,
         monitoring_enabled: bool = True,
         monitoring_sources: pulumi.Input[list[str]] | None = None,
-        sender_routes_url: str | None = None,
+        sender_routes_url: pulumi.Input[str] | None = None,
         sender_routes_token: pulumi.Input[str] | None = None,
     ):
         if acme_settings.enabled(config):
@@ -247,6 +258,12 @@ class MailHosts(pulumi.ComponentResource):
             ).result
             for address in report_mailbox_addresses(config)
         }
+        # The monitoring host's alert mail login (monitoring.vps.email_from), when it has one.
+        self.alert_password: pulumi.Output[str] | None = None
+        sender = alert_sender(config)
+        if sender:
+            reports[sender] = GeneratedSecret(f"{name}-alert-login", length=32, opts=child).result
+            self.alert_password = reports[sender]
         users = pulumi.Output.all(postmasters, reports).apply(
             lambda passwords: (
                 [
@@ -292,12 +309,12 @@ class MailHosts(pulumi.ComponentResource):
         # exporters to the monitoring host only, whose address the monitoring component gives.
         play_vars: pulumi.Input[dict[str, Any]] = playbook_vars(config)
         if flavor != "mailu":
-            play_vars = pulumi.Output.from_input(monitoring_sources or []).apply(
-                lambda sources: {
+            play_vars = pulumi.Output.all(monitoring_sources or [], sender_routes_url).apply(
+                lambda values: {
                     **playbook_vars(config),
-                    **monitoring_agent_vars(monitoring_enabled, sources),
+                    **monitoring_agent_vars(monitoring_enabled, values[0]),
                     **sender_routes_vars(
-                        sender_routes_url if sender_routes_token is not None else None,
+                        values[1] if sender_routes_token is not None else None,
                         5 if dev else 30,
                     ),
                 }

@@ -44,6 +44,7 @@ SECRETS_FROM_ENV_KEYS = (*SECRET_KEYS, *(f"postgresAdminPassword.{tier}" for tie
 # The devenv exports PENGUINMAILS_* variables; a staging or production stack must never read them.
 DEVENV_PREFIX = "PENGUINMAILS_"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _check_hostname(value: str) -> str:
@@ -609,6 +610,35 @@ def _reports_reasons(config: StackConfig) -> list[str]:
     return reasons
 
 
+def _monitoring_reasons(config: StackConfig) -> list[str]:
+    """A devenv Prometheus only for a dev stack; alert email only from a domain a fleet node sends for."""
+    monitoring = config.monitoring
+    reasons = []
+    if monitoring.deploy == "devenv" and config.environment != "dev":
+        reasons.append(
+            f"monitoring.deploy: devenv is the local dev Prometheus; a {config.environment} stack uses vps or "
+            "external"
+        )
+    vps = monitoring.vps
+    if vps is not None and vps.email_from:
+        domain = vps.email_from.rpartition("@")[2]
+        if domain not in {d.name for _, d in config.sending_domains()}:
+            reasons.append(
+                f"monitoring.vps.email_from: {domain} is not a sending domain of this stack (the alert mail "
+                "goes through the submission service of the node that sends for it)"
+            )
+        elif vps.email_from.partition("@")[0] == "postmaster":
+            reasons.append(
+                "monitoring.vps.email_from: postmaster@ is the domain's own mailbox; give the alerts their own "
+                "address (for example alerts@)"
+            )
+        elif config.mail.flavor != "native":
+            reasons.append(
+                "monitoring.vps.email_from: alert mail needs mail.flavor native (its submission logins)"
+            )
+    return reasons
+
+
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
 
 
@@ -634,13 +664,74 @@ class MonitoringExporters(Strict):
     penguinmails: HostPort | None = None
 
 
+class MonitoringVpsConfig(FleetConfig):
+    """The VPS the stack orders for its monitoring when ``monitoring.deploy`` is ``vps``: one node running
+    Prometheus, Alertmanager and the penguinmails exporter (ansible/playbooks/monitoring.yml)."""
+
+    nodes: int = Field(default=1, ge=1, le=1, description="one monitoring host per stack")
+    name_pattern: str = "mon-{index:02d}"
+    firewall_profile: str | None = None
+    retention_time: str = Field(default="30d", pattern=r"^[0-9]+[smhdwy]$")
+    # Where Alertmanager posts every alert (webhook JSON).
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    # Who gets every alert by email, sent as email_from through the submission service of the fleet node
+    # that sends for email_from's domain: the platform's own mail path.
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str | None = None
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _EMAIL_RE.match(value):
+                raise ValueError(f"{value!r} is not an email address")
+        return values
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL_RE.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _somewhere_to_send(self) -> MonitoringVpsConfig:
+        if not self.webhook_url and not self.email_to:
+            raise ValueError("give webhook_url or email_to: alerts that reach nobody are not monitoring")
+        if self.email_to and not self.email_from:
+            raise ValueError("email_to needs email_from, an address of one of the stack's sending domains")
+        return self
+
+
 class MonitoringConfig(Strict):
-    """Prometheus scrape targets generated from the stack (``enabled: false``: nothing watches it)."""
+    """Prometheus scrape targets generated from the stack (``enabled: false``: nothing watches it).
+
+    ``deploy`` says who runs Prometheus: ``devenv`` (the dev stack's, on loopback), ``vps`` (a monitoring
+    host the stack orders and converges), ``external`` (a Prometheus the stack only exports targets for).
+    Unset: devenv in a dev stack, external elsewhere, so upgrading never orders a VPS nobody asked for.
+    """
 
     enabled: bool = True
     exporters: MonitoringExporters = MonitoringExporters()
     # The Prometheus that `penguinmails monitoring coverage` asks (a real stack: through an SSH tunnel).
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    deploy: Literal["devenv", "vps", "external"] | None = None
+    vps: MonitoringVpsConfig | None = None
+
+    @model_validator(mode="after")
+    def _vps_given_for_vps(self) -> MonitoringConfig:
+        if self.deploy == "vps" and self.vps is None:
+            raise ValueError(
+                "monitoring.deploy is vps: describe the host in monitoring.vps (plan_id, location_id, ssh "
+                "keys, webhook_url or email_to)"
+            )
+        if self.deploy != "vps" and self.vps is not None:
+            raise ValueError("monitoring.vps is only used with monitoring.deploy: vps")
+        return self
+
+    def deploy_for(self, environment: str) -> str:
+        """Who runs this stack's Prometheus (see the class)."""
+        return self.deploy or ("devenv" if environment == "dev" else "external")
 
 
 class StackConfig(Strict):
@@ -691,6 +782,7 @@ class StackConfig(Strict):
                         f" does not exist (fleet.nodes is {self.fleet.nodes})"
                     )
         reasons += _reports_reasons(self)
+        reasons += _monitoring_reasons(self)
         selectors = sorted({domain.dkim_selector for _, domain in self.sending_domains()})
         if self.mail.flavor == "mailu" and len(selectors) > 1:
             reasons.append(

@@ -1,9 +1,9 @@
 """The stack's monitoring: scrape targets for everything it declares, from the same `up` that creates it.
 
-A dev stack writes its targets into the devenv Prometheus (:class:`ScrapeTargets`). A staging or production
-stack exports the same plan as ``monitoring_targets`` for its monitoring host (the ``monitoring`` role);
-the stack does not order that host yet, and the preview says so (``penguinmails monitoring coverage``
-against it fails until one scrapes the stack).
+A dev stack writes its targets into the devenv Prometheus (:class:`ScrapeTargets`). With ``monitoring.deploy:
+vps`` the platform hands the same plan to its monitoring VPS (modules/ansible/monitoring_host.py), where the
+penguinmails exporter runs beside Prometheus. With ``external`` the plan is only exported (the preview
+says so: ``penguinmails monitoring coverage`` fails until a Prometheus scrapes the stack).
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ import pulumi
 
 from modules.config.model import MonitoringConfig
 from modules.config.reputation import ReputationConfig
-from modules.monitoring.targets import ScrapeTargets, TargetInputs, dev_exporters, plan_targets
+from modules.monitoring.targets import (
+    MONITORING_EXPORTER,
+    ScrapeTargets,
+    TargetInputs,
+    dev_exporters,
+    plan_targets,
+)
 
 
 def exporter_settings(
@@ -70,6 +76,7 @@ class Monitoring(pulumi.ComponentResource):
         *,
         stack: str,
         dev: bool,
+        deploy: str | None = None,
         nodes: pulumi.Input[Sequence[Mapping[str, str]]],
         tiers: Mapping[str, str],
         redis: bool,
@@ -80,7 +87,10 @@ class Monitoring(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("penguinmails:monitoring:Monitoring", name, None, opts)
+        deploy = deploy or ("devenv" if dev else "external")
         exporters: dict[str, Any] = dev_exporters() if dev else {}
+        if deploy == "vps":
+            exporters["penguinmails"] = MONITORING_EXPORTER  # beside Prometheus on the monitoring VPS
         configured = config.exporters.model_dump(exclude_none=True)
         if not configured.get("postgres"):
             configured.pop("postgres", None)
@@ -110,11 +120,11 @@ class Monitoring(pulumi.ComponentResource):
                 jobs=self.jobs,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
             )
-        else:
+        elif deploy == "external":
             pulumi.log.warn(
-                "monitoring: this version does not yet order a monitoring host for a staging or production "
-                "stack; converge one with ansible/playbooks/monitoring.yml and the monitoring_targets output "
-                "(or set monitoring.enabled: false to say nothing watches this stack)",
+                "monitoring: no monitoring host is ordered for this stack (monitoring.deploy is external); set "
+                "monitoring.deploy: vps, or converge one with ansible/playbooks/monitoring.yml and the "
+                "monitoring_targets output (monitoring.enabled: false says nothing watches this stack)",
                 self,
             )
         self.register_outputs({"jobs": self.jobs})

@@ -36,6 +36,8 @@ DEV_EXPORTERS = {
     "bind": "127.0.0.1:9389",
     "penguinmails": "127.0.0.1:9395",
 }
+# The penguinmails exporter on a monitoring VPS, beside the Prometheus that scrapes it.
+MONITORING_EXPORTER = "127.0.0.1:9395"
 ENV_TARGETS_DIR = "PENGUINMAILS_PROMETHEUS_TARGETS_DIR"
 
 

@@ -7,15 +7,21 @@ the foundation slice declares the credentials those parts will use and the queue
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pulumi
 
-from modules.ansible.mailhosts import MailHosts, converges
+from modules.acme import settings as acme_settings
+from modules.ansible.mailhosts import MailHosts, alert_sender, converges
+from modules.ansible.monitoring_host import PROMETHEUS_URL as MONITORING_PROMETHEUS_URL
+from modules.ansible.monitoring_host import AlertEmail, MonitoringHost, MonitoringHostSettings
+from modules.ansible.monitoring_host import routes_url as monitoring_routes_url
 from modules.ansible.redis_host import RedisHost
 from modules.config.model import TIERS, StackConfig
 from modules.config.warmup import start_day as warmup_start_day
 from modules.dns.component import MailDns
 from modules.dns.sts_fetch import ca_file_for
+from modules.errors import ToolkitError
 from modules.hostwinds.fleet import VpsFleet
 from modules.monitoring.component import Monitoring, exporter_settings
 from modules.postgres.component import PostgresTier, default_prefix
@@ -43,6 +49,16 @@ def _devenv_address(config: StackConfig, variable: str, part: str) -> str | None
     if not value:
         pulumi.log.warn(f"{part}: {variable} is unset (run `source tools/env.sh`)")
     return value or None
+
+
+def _read_ca(path: str | None) -> str:
+    """A CA file's PEM for a host (the monitoring VPS cannot read the controller's path); "" for none."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ToolkitError(f"monitoring: cannot read the CA file {path}: {exc.strerror or exc}") from None
 
 
 class Platform(pulumi.ComponentResource):
@@ -98,6 +114,15 @@ class Platform(pulumi.ComponentResource):
                         lambda inventory, node=node: next(n["ip"] for n in inventory if n["name"] == node)
                     )
             self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child)
+
+        # The monitoring VPS (monitoring.deploy: vps), ordered like a fleet node; converged further below,
+        # once the targets it scrapes exist. The mail hosts open their exporters to its address.
+        self.monitoring_node: pulumi.Output[dict] | None = None
+        self.monitoring_host: MonitoringHost | None = None
+        if config.monitoring.enabled and config.monitoring.deploy_for(config.environment) == "vps":
+            assert config.monitoring.vps is not None  # the config model requires it for deploy: vps
+            vps = VpsFleet(f"{name}-monitoring-vps", config.monitoring.vps, opts=child)
+            self.monitoring_node = vps.inventory.apply(lambda inventory: inventory[0])
 
         # The hosts' sender routes agents poll the exporter's routes endpoint with this token, to pause or
         # move the domains of a quarantined IP (modules/monitoring/routes.py).
@@ -161,11 +186,13 @@ class Platform(pulumi.ComponentResource):
             if self.mail_hosts is not None:
                 mail_nodes = self.fleet.inventory
             self.exporter_config = self._exporter_config(config)
+            deploy = config.monitoring.deploy_for(config.environment)
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
                 config.monitoring,
                 stack=pulumi.get_stack(),
-                dev=config.environment == "dev",
+                dev=deploy == "devenv",
+                deploy=deploy,
                 nodes=mail_nodes,
                 tiers={tier: tier_.names.database for tier, tier_ in self.postgres_tiers.items()},
                 redis=True,
@@ -175,32 +202,85 @@ class Platform(pulumi.ComponentResource):
                 after=[r for r in (self.mail_hosts, *self.postgres_tiers.values()) if r is not None],
                 opts=child,
             )
+            if self.monitoring_node is not None:
+                self.monitoring_host = self._monitoring_host(name, config, child)
         self.register_outputs({"redis_url": self.redis_url})
 
-    @staticmethod
-    def _scrape_sources(config: StackConfig) -> list[str]:
-        """Who may scrape the mail hosts' exporters: in a dev stack the devenv Prometheus's address on the
-        podman bridge; a real stack's monitoring host is not deployed yet, so nothing (ports closed)."""
+    def _monitoring_host(self, name: str, config: StackConfig, child) -> MonitoringHost:
+        """Converge the monitoring VPS once the mail hosts run their exporters (no "down" while building)."""
+        vps = config.monitoring.vps
+        assert vps is not None and self.monitoring is not None and self.monitoring_node is not None
+        email = None
+        sender = alert_sender(config)
+        if sender and self.mail_hosts is not None:
+            domain = sender.rpartition("@")[2]
+            node_index = next(d.sending_node for _, d in config.sending_domains() if d.name == domain)
+            node_name = config.fleet.node_names()[node_index - 1]
+            smarthost = self.fleet.inventory.apply(
+                lambda inventory: next(n for n in inventory if n["name"] == node_name)
+            )
+            email = smarthost.apply(
+                lambda n: AlertEmail(
+                    to=list(vps.email_to),
+                    sender=sender,
+                    smarthost=f"{n['ip']}:587",
+                    server_name=n.get("fqdn") or n["name"],
+                    # The hosts' ACME certificates chain to the stack's CA (the system's, or Pebble's in dev);
+                    # a dev stack's hosts without ACME have self-signed ones; real stacks never pin.
+                    ca_certificate=_read_ca(ca_file_for(config)) if acme_settings.enabled(config) else "",
+                    pin_presented=config.environment == "dev" and not acme_settings.enabled(config),
+                )
+            )
+        settings = pulumi.Output.from_input(email).apply(
+            lambda e: MonitoringHostSettings(
+                stack=pulumi.get_stack(),
+                retention_time=vps.retention_time,
+                webhook_url=vps.webhook_url,
+                email=e,
+            )
+        )
+        return MonitoringHost(
+            f"{name}-monitoring-host",
+            host=self.monitoring_node,
+            settings=settings,
+            jobs=self.monitoring.jobs,
+            exporter_config=self.exporter_config,
+            exporter_ca_certificate=_read_ca(ca_file_for(config)),
+            smarthost_password=self.mail_hosts.alert_password if self.mail_hosts is not None else None,
+            connection={"host_key_checking": "off" if config.environment == "dev" else "accept-new"},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[r for r in (self.mail_hosts, *self.postgres_tiers.values()) if r is not None],
+            ),
+        )
+
+    def _scrape_sources(self, config: StackConfig) -> pulumi.Input[list[str]]:
+        """Who may scrape the mail hosts' exporters: the monitoring VPS; in a dev stack without one the
+        devenv Prometheus's address on the podman bridge; else nothing (ports closed)."""
+        if self.monitoring_node is not None:
+            return self.monitoring_node.apply(lambda n: [str(n["ip"])])
         source = _devenv_address(config, "PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE", "monitoring")
         return [source] if source else []
 
-    @staticmethod
-    def _prometheus_url(config: StackConfig) -> str | None:
-        """The Prometheus the warm-up job reads delivery figures from: the devenv's in a dev stack, else
-        ``monitoring.prometheus_url`` (none: no warm-up job in the exporter)."""
+    def _prometheus_url(self, config: StackConfig) -> str | None:
+        """The Prometheus the warm-up job reads delivery figures from: the monitoring VPS's own (the exporter
+        runs beside it), the devenv's in a dev stack, else ``monitoring.prometheus_url`` (none: no job)."""
+        if self.monitoring_node is not None:
+            return MONITORING_PROMETHEUS_URL
         if config.environment == "dev":
             return os.environ.get("PENGUINMAILS_PROMETHEUS_URL") or config.monitoring.prometheus_url
         return config.monitoring.prometheus_url
 
-    @staticmethod
-    def _routes_url(config: StackConfig) -> str | None:
-        """Where the hosts reach the exporter's routes endpoint: the devenv exporter on the podman bridge in a
-        dev stack; a real stack's monitoring host is not deployed yet, so none (no agent, no quarantine
-        routing on the hosts: the OLTP marks and the alert still happen)."""
+    def _routes_url(self, config: StackConfig) -> pulumi.Input[str] | None:
+        """Where the hosts reach the exporter's routes endpoint: the monitoring VPS; the devenv exporter on
+        the podman bridge in a dev stack without one; else none (no agent, no quarantine routing on the
+        hosts: the OLTP marks and the alert still happen)."""
+        if self.monitoring_node is not None:
+            return self.monitoring_node.apply(lambda n: monitoring_routes_url(str(n["ip"])))
         if config.environment != "dev":
             pulumi.log.warn(
-                "reputation: no monitoring host yet, so the mail hosts get no sender routes agent and a "
-                "quarantined IP keeps sending until its domains are moved by hand"
+                "reputation: no monitoring host (monitoring.deploy is not vps), so the mail hosts get no sender "
+                "routes agent and a quarantined IP keeps sending until its domains are moved by hand"
             )
             return None
         return _devenv_address(config, "PENGUINMAILS_SENDER_ROUTES_URL", "reputation")
@@ -237,7 +317,7 @@ class Platform(pulumi.ComponentResource):
                     oltp_url=v["oltp_url"],
                     query_secrets=v["secrets"],
                     dns_verification=v["dns"],
-                    dns_ca_file=ca_file_for(config),
+                    dns_ca_file=None if self.monitoring_node is not None else ca_file_for(config),
                     routes_token=v["routes_token"],
                     warmup={
                         "warmup_url": v["warmup_url"],

@@ -29,7 +29,7 @@ from modules.dns.lookup import ServerLookup
 from modules.monitoring.coverage import components_from_state, coverage
 from tests.support.dns import private_bind, provider_env
 from tests.support.engine import project_stack
-from tests.support.hostwinds import private_simulator
+from tests.support.hostwinds import hostwinds_section, private_simulator
 
 pytestmark = [pytest.mark.engine, pytest.mark.services]
 
@@ -41,12 +41,7 @@ def _config(bind, sim) -> dict:
         "environment": "dev",
         "redis": {"queue_user": f"pm-ans-{uuid.uuid4().hex[:10]}", "port": 6390},
         "postgres": {tier: {"enabled": False} for tier in ("oltp", "content", "analytics", "queue")},
-        "hostwinds": {
-            "endpoint": sim.endpoint,
-            "poll_interval_seconds": 0.5,
-            "lost_answer_wait_seconds": 1,
-            "build_timeout_seconds": 300,
-        },
+        "hostwinds": hostwinds_section(sim),
         "fleet": {"nodes": 1, "rdns_domain": f"fleet.{ZONE}", "ssh_key_names": ["penguinmails-dev-operator"]},
         "dns": {
             "ttl": 600,

@@ -29,7 +29,7 @@ from pulumi import automation as auto
 from devenv.podman_hosts import PodmanHosts, ensure_default_bridge
 from tests.support.dns import private_bind, provider_env
 from tests.support.engine import project_stack
-from tests.support.hostwinds import private_simulator
+from tests.support.hostwinds import hostwinds_section, private_simulator
 
 pytestmark = [pytest.mark.engine, pytest.mark.services]
 
@@ -66,12 +66,7 @@ def _config(bind, sim, webhook: str) -> dict:
         "environment": "dev",
         "redis": {"queue_user": f"pm-mon-{uuid.uuid4().hex[:10]}", "port": 6390},
         "postgres": {tier: {"enabled": False} for tier in ("oltp", "content", "analytics", "queue")},
-        "hostwinds": {
-            "endpoint": sim.endpoint,
-            "poll_interval_seconds": 0.5,
-            "lost_answer_wait_seconds": 1,
-            "build_timeout_seconds": 300,
-        },
+        "hostwinds": hostwinds_section(sim),
         "fleet": {"nodes": 1, "rdns_domain": f"fleet.{ZONE}", "ssh_key_names": ["penguinmails-dev-operator"]},
         "dns": {
             "ttl": 600,

@@ -16,7 +16,7 @@ from pulumi import automation as auto
 
 from devenv.podman_hosts import PodmanHosts
 from tests.support.engine import project_stack
-from tests.support.hostwinds import private_simulator
+from tests.support.hostwinds import hostwinds_section, private_simulator
 
 pytestmark = [pytest.mark.engine, pytest.mark.services]
 
@@ -31,12 +31,7 @@ def _config(sim) -> dict:
             "vps": {"ssh_key_names": ["penguinmails-dev-operator"], "rdns_domain": "rv.penguinmails.test"},
         },
         "postgres": {tier: {"enabled": False} for tier in ("oltp", "content", "analytics", "queue")},
-        "hostwinds": {
-            "endpoint": sim.endpoint,
-            "poll_interval_seconds": 0.5,
-            "lost_answer_wait_seconds": 1,
-            "build_timeout_seconds": 300,
-        },
+        "hostwinds": hostwinds_section(sim),
     }
 
 

@@ -150,13 +150,7 @@ def fleet_stack(
     """
     config: dict[str, Any] = {
         "environment": "dev",
-        "hostwinds": {
-            "endpoint": sim.endpoint,
-            "poll_interval_seconds": 0.5,
-            "lost_answer_wait_seconds": 1,
-            "build_timeout_seconds": 120,
-            **(hostwinds or {}),
-        },
+        "hostwinds": hostwinds_section(sim, build_timeout_seconds=120, **(hostwinds or {})),
         "fleet": {
             "nodes": nodes,
             "rdns_domain": "fleet.penguinmails.test",
@@ -169,3 +163,14 @@ def fleet_stack(
         return fleet_only_stack(tmp_path, stack_name, config, env)
     config["redis"] = {"queue_user": f"pm-hw-{uuid.uuid4().hex[:10]}", "port": 6390}
     return project_stack(tmp_path, stack_name, config=config, extra_env=env)
+
+
+def hostwinds_section(sim: SimHandle, build_timeout_seconds: int = 300, **overrides: Any) -> dict[str, Any]:
+    """A stack's ``hostwinds`` config for a private simulator: quick polls, a short lost-answer wait."""
+    return {
+        "endpoint": sim.endpoint,
+        "poll_interval_seconds": 0.5,
+        "lost_answer_wait_seconds": 1,
+        "build_timeout_seconds": build_timeout_seconds,
+        **overrides,
+    }

@@ -40,7 +40,11 @@ def test_the_source_zip_is_the_same_bytes_for_the_same_sources(tmp_path):
     wheelhouse._source_zip(two, tmp_path / "two.zip")
     assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
     names = zipfile.ZipFile(tmp_path / "one.zip").namelist()
-    assert names == ["modules/__init__.py", "modules/monitoring/__init__.py", "modules/monitoring/exporter.py"]
+    assert names == [
+        "modules/__init__.py",
+        "modules/monitoring/__init__.py",
+        "modules/monitoring/exporter.py",
+    ]
 
 
 def test_the_path_given_to_the_role_is_relative_to_the_project():

@@ -6,7 +6,10 @@ no DNS record, no mail host converge). Then the address is "bought in the portal
 endpoint, which also adds it to the container's eth0) and the next `up` sets its PTR, publishes its A,
 PTR and the pinned domain's SPF, registers it in the OLTP inventory, gives the exporter and the sender
 routes agent both IPs, and Postfix sends the pinned domain from it: a sink on the bridge sees the mail
-come from the additional address, and the other domain's from the main one. A second preview plans nothing.
+come from the additional address, and the other domain's from the main one; the agent, told the IP is
+quarantined, moves the domain to the main IP and its next mail comes from there. A second preview plans
+nothing; a PTR changed out of band shows after a refresh and is restored; dropping the address from the
+config stops using it, says it stays assigned, and never releases it (no delete_ip, no change_main_ip).
 """
 
 from __future__ import annotations
@@ -160,7 +163,10 @@ def test_an_additional_ip_is_refused_until_assigned_then_carries_its_pinned_doma
             )
             try:
                 _refused_before_any_change(stack, sim, bind, address)
-                _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env)
+                sid, container = _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env)
+                _drift_restored(stack, sim, sid, address)
+                config = _config(bind, sim, tag, address)
+                _dropped_is_only_unused(stack, sim, bind, sid, address, container, config)
             finally:
                 with contextlib.suppress(auto.CommandError):
                     stack.destroy(color="never")
@@ -232,7 +238,9 @@ def _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env):
     routes = json.loads(_exec(container, "cat", "/etc/penguinmails/sender-routes.json"))
     assert {ip["address"] for ip in routes["ips"]} == {main_ip, address}
 
-    sink = PodmanHosts(prefix, kind="base").create("sink", [sim.service.operator_key()[1].read_text().strip()])
+    sink = PodmanHosts(prefix, kind="base").create(
+        "sink", [sim.service.operator_key()[1].read_text().strip()]
+    )
     sink_container = PodmanHosts(prefix).container_name("sink")
     _exec(sink_container, "sh", "-c", "cat > /tmp/sink.py", stdin=SINK)
     subprocess.run(
@@ -287,3 +295,32 @@ def _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env):
 
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}
+    return instance["serviceid"], container
+
+
+def _drift_restored(stack, sim, sid, address):
+    """A PTR changed in the portal shows after a refresh and the next `up` sets it back."""
+    sim.client().rdns_set(sid, address, f"elsewhere.{ZONE}")
+    stack.refresh(color="never")
+    preview = stack.preview(color="never", diff=True)
+    assert preview.change_summary.get("update", 0) >= 1 and f"elsewhere.{ZONE}" in preview.stdout
+    stack.up(color="never")
+    (instance,) = [i for i in sim.instances() if i["serviceid"] == sid]
+    assert instance["rdns"][address] == f"mx-01-2.fleet.{ZONE}"
+    assert set(stack.preview(color="never", expect_no_changes=True).change_summary) == {"same"}
+
+
+def _dropped_is_only_unused(stack, sim, bind, sid, address, container, config):
+    """Removing the address from the config stops using it and says it stays assigned; nothing released."""
+    config["fleet"]["additional_ips"] = {}
+    config["tenants"][0]["domains"][1].pop("sending_ip")
+    stack.set_config("penguinmails:fleet", auto.ConfigValue(json.dumps(config["fleet"])))
+    stack.set_config("penguinmails:tenants", auto.ConfigValue(json.dumps(config["tenants"])))
+    up = stack.up(color="never")
+    assert f"{address} no longer used for sending; still assigned to instance {sid}" in up.stdout
+    assert "never calls delete_ip" in up.stdout
+    (instance,) = [i for i in sim.instances() if i["serviceid"] == sid]
+    assert instance["additional_ips"] == [address]  # still the server's
+    assert "smtp-ip2" not in _exec(container, "cat", "/etc/postfix/sender_transports")
+    lookup = ServerLookup(bind.host, bind.port, timeout=5)
+    assert not lookup(f"mx-01-2.fleet.{ZONE}", "A").values

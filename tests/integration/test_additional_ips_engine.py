@@ -27,6 +27,7 @@ import pytest
 from pulumi import automation as auto
 
 from devenv.podman_hosts import PodmanHosts
+from modules.dns import verify
 from modules.dns.lookup import ServerLookup
 from modules.dns.records import reverse_name
 from tests.support.dns import private_bind, provider_env
@@ -215,6 +216,13 @@ def _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env):
     assert main_spf.startswith(f"v=spf1 ip4:{main_ip} ip4:{address} ")  # the same tenant's other IP
 
     outputs = stack.outputs()
+    # `penguinmails dns verify`'s checks for the pinned domain: SPF, PTR and HELO (FCrDNS) of its own IP.
+    expectations = verify.expectations_from_output(outputs["dns_verification"].value)
+    (pinned,) = [e for e in expectations if e.domain == f"pinned.{ZONE}"]
+    assert pinned.sending_ips == (address,) and pinned.ptr_host == host
+    for check in (verify.check_spf, verify.check_ptr, verify.check_helo):
+        result = check(pinned, lookup)
+        assert result.passed, result
     (node,) = outputs["fleet_nodes"].value
     assert node["additional_ips"] == [{"name": "ip2", "address": address, "fqdn": host}]
     exporter = outputs["monitoring_exporter_config"].value

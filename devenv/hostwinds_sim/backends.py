@@ -10,7 +10,10 @@ passed and sshd answers. Terminating removes the container.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import random
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,9 @@ class MemoryBackend(Backend):
 
     def change_ip(self, sid: int) -> str:
         return self._allocate()
+
+    def add_ip(self, sid: int, ip: str | None) -> str:
+        return ip or self._allocate()
 
     def snapshot(self) -> dict[str, Any]:
         return {"next": self._next}
@@ -113,3 +119,47 @@ class PodmanBackend(Backend):
 
     def containers(self) -> dict[str, str]:
         return self.hosts().list()
+
+    def add_ip(self, sid: int, ip: str | None) -> str:
+        """A second address on the container's eth0, in the bridge's subnet, so Postfix can bind to it.
+
+        The container has no NET_ADMIN, so the address is added from the host (as root) inside its network
+        namespace. Picked at random from the subnet's upper half (podman hands out the lower addresses
+        in order); a restarted container loses it and the simulator adds it again when it starts.
+        """
+        hosts = self.hosts()
+        cname = hosts.container_name(self.container(sid))
+        subnet = _bridge_subnet()
+        if ip is None:
+            used = set(hosts.list().values())
+            upper = list(subnet.subnets())[-1]
+            while ip is None or ip in used:
+                ip = str(upper[random.randrange(2, upper.num_addresses - 1)])
+        elif ipaddress.ip_address(ip) not in subnet:
+            raise ValueError(f"{ip} is outside podman's bridge {subnet}: the container could not use it")
+        pid = _run(["podman", "inspect", "--format", "{{.State.Pid}}", cname]).strip()
+        done = subprocess.run(
+            ["nsenter", "-t", pid, "-n", "ip", "addr", "add", f"{ip}/{subnet.prefixlen}", "dev", "eth0"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if done.returncode != 0 and "File exists" not in done.stderr:
+            raise SimError(f"could not add {ip} to {cname}: {done.stderr.strip()}", "Add IP")
+        log.info("instance %s: %s added to container %s", sid, ip, cname)
+        return ip
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SimError(f"{argv[0]} {argv[1]} failed: {done.stderr.strip()}", "Add IP")
+    return done.stdout
+
+
+def _bridge_subnet() -> ipaddress.IPv4Network:
+    from devenv.podman_hosts import NETWORK
+
+    found = json.loads(
+        _run(["podman", "network", "inspect", NETWORK, "--format", "{{json .Subnets}}"]) or "[]"
+    )
+    v4 = [s["subnet"] for s in found if ":" not in s.get("subnet", "")]
+    return ipaddress.ip_network(v4[0] if v4 else "10.88.0.0/16")

@@ -16,6 +16,7 @@ starts when it shows up. The simulator's own listing (``own_listing``) shows eve
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -25,6 +26,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+log = logging.getLogger("hostwinds_sim")
 
 LOCATIONS = [
     {"id": 1, "name": "Seattle, WA", "country": "US"},
@@ -140,6 +143,8 @@ class Instance:
     main_ip: str = ""
     ip_v6: str = ""
     rdns: dict[str, str] = field(default_factory=dict)
+    # Secondary IPv4s bought "in the portal" (POST /_sim/ips): listed by get_instance_ips, rDNS settable.
+    additional_ips: list[str] = field(default_factory=list)
     firewall: str = "default"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     configkey: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -189,6 +194,10 @@ class Backend:
 
     def change_ip(self, sid: int) -> str:
         raise SimError("Changing the main IP is not possible for this server.", "Change Main IP")
+
+    def add_ip(self, sid: int, ip: str | None) -> str:
+        """Give the server one more address (``ip``, or one the backend picks) and return it."""
+        raise SimError("Additional IPs are not possible for this server.", "Add IP")
 
     def snapshot(self) -> dict[str, Any]:
         return {}
@@ -296,7 +305,7 @@ class Account:
             "port_uuid": str(uuid.uuid5(_IMAGE_NS, f"port-{inst.sid}")),
             "main_ip": inst.main_ip,
             "private_ip": "",
-            "ips": [ip for ip in (inst.main_ip,) if ip] or None,
+            "ips": [ip for ip in (inst.main_ip, *inst.additional_ips) if ip] or None,
             "upgrade_available": 1,
             "is_suspended": 0,
             "configkey": inst.configkey,
@@ -352,6 +361,7 @@ class Account:
                     "billingcycle": inst.billingcycle,
                     "keys": list(inst.keys),
                     "rdns": dict(inst.rdns),
+                    "additional_ips": list(inst.additional_ips),
                     "firewall": inst.firewall,
                 }
                 if with_secrets:
@@ -399,6 +409,12 @@ class Account:
                     self._start_build(inst, faultable=not inst.foreign)
                 elif inst.status == "DELETING" and not inst.backend_deleted:
                     self.backend.destroy(inst.sid, self._destroyed(inst.sid))
+                elif inst.backend_ip and not inst.build_error:
+                    for ip in inst.additional_ips:  # a restarted container lost them
+                        try:
+                            self.backend.add_ip(inst.sid, ip)
+                        except Exception as exc:  # best effort: the API still lists the address
+                            log.warning("instance %s: could not add %s again: %s", inst.sid, ip, exc)
 
     def ensure_key(self, name: str, public_key: str) -> None:
         """Register an account SSH key (as if uploaded in the portal); kept if already there."""
@@ -439,6 +455,33 @@ class Account:
             inst.ready_at = min(inst.ready_at, self.clock())
         self.on_change()
         return inst
+
+    def assign_ip(self, sid: int, ip: str | None = None) -> str:
+        """An additional IPv4 bought for ``sid`` in the portal (no API action does it): the backend adds it
+        to the server, ``get_instance_ips`` lists it and ``set_rdns`` accepts it. Returns the address.
+
+        Raises ValueError (unknown instance, not built yet, an address another instance holds).
+        """
+        with self.lock:
+            inst = self.instances.get(sid)
+            if inst is not None:
+                self._advance(inst)
+                inst = self.instances.get(sid)
+            if inst is None or inst.status in GONE_STATES:
+                raise ValueError(f"no instance {sid}")
+            if inst.status != "ACTIVE" or not inst.main_ip:
+                raise ValueError(f"instance {sid} is {inst.status}; an IP can be added once it is ACTIVE")
+            if ip is not None:
+                taken = [i.sid for i in self.instances.values() if ip in (i.main_ip, *i.additional_ips)]
+                if taken and taken != [sid]:
+                    raise ValueError(f"{ip} belongs to instance {taken[0]}")
+                if ip in inst.additional_ips:
+                    return ip
+            address = self.backend.add_ip(sid, ip)
+            if address not in inst.additional_ips:
+                inst.additional_ips.append(address)
+        self.on_change()
+        return address
 
     def add_foreign(
         self,
@@ -743,13 +786,15 @@ class Account:
             )
         if inst.ip_v6:
             rows.append({"ip": inst.ip_v6, "type": "IPv6", "main": 0, "rdns": inst.rdns.get(inst.ip_v6, "")})
+        for ip in inst.additional_ips:
+            rows.append({"ip": ip, "type": "IPv4", "main": 0, "rdns": inst.rdns.get(ip, "")})
         return {"success": {"IP Addresses": rows, "count": len(rows)}}
 
     def _a_set_rdns(self, params):
         inst = self._get(params, "Set rDNS")
         ip = _param(params, "ip") or ""
         name = (_param(params, "rdns") or _param(params, "rdata") or "").rstrip(".").lower()
-        if ip not in (inst.main_ip, inst.ip_v6) or not ip:
+        if ip not in (inst.main_ip, inst.ip_v6, *inst.additional_ips) or not ip:
             raise SimError("IP does not belong to this instance.", "Set rDNS")
         labels = name.split(".")
         if len(labels) < 2 or not all(_HOST_LABEL.match(label) for label in labels):

@@ -35,7 +35,9 @@ behind our back: same service id, new ``server_uuid``, root password and config 
 "image", "rid"[, "keys", "billingcycle", "wait_seconds"]}`` (an instance ordered by a person in the
 portal, a decoy for adoption by label: visible at once, no build time, not counted in ``orders``; answers
 ``{"serviceid", "status"}`` once it is ACTIVE, or still BUILD after ``wait_seconds``, default 120, when a
-podman container takes longer).
+podman container takes longer), and ``POST /_sim/ips {"serviceid"[, "ip"]}`` (an additional IPv4 bought
+for the instance in the portal, which no API action does: ``get_instance_ips`` lists it, ``set_rdns``
+accepts it; the podman backend adds it to the container's eth0; answers ``{"serviceid", "ip"}``).
 """
 
 from __future__ import annotations
@@ -461,6 +463,12 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                     self._send_json(sim.replace(data))
                 elif path == "/_sim/foreign":
                     self._send_json(sim.foreign(data))
+                elif path == "/_sim/ips":
+                    ip = data.get("ip")
+                    if ip is not None and not isinstance(ip, str):
+                        raise ValueError("ip must be an IPv4 address or absent")
+                    address = sim.account.assign_ip(_whole(data, "serviceid"), ip)
+                    self._send_json({"serviceid": _whole(data, "serviceid"), "ip": address})
                 else:
                     self._send_json({"error": f"unknown admin endpoint {path}"}, 404)
             except KeyError as exc:

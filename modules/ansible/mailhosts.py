@@ -20,6 +20,7 @@ import pulumi
 from modules.acme import names as acme_names
 from modules.acme import settings as acme_settings
 from modules.ansible.resources import AnsiblePlaybook
+from modules.config import sending_ips
 from modules.config.model import StackConfig
 from modules.dns import generate
 from modules.secrets.resources import GeneratedSecret
@@ -127,12 +128,34 @@ def alert_sender(config: StackConfig) -> str | None:
     return vps.email_from
 
 
+def sending_ip_entries(
+    config: StackConfig, node: Mapping[str, Any], domains: list[str]
+) -> list[dict[str, Any]]:
+    """The node's ``postfix_sending_ips``: its main IP, then each proven additional IP (the inventory's
+    ``additional_ips``), every domain on the IP it is pinned to (``sending_ip``; default main)."""
+    pins = {d.name: sending_ips.pinned_ip(config, d).name for _, d in config.sending_domains()}
+    extras = list(node.get("additional_ips") or [])
+    names = {ip["name"] for ip in extras}
+    entries = [
+        {"name": "main", "address": node["ip"], "helo_name": node.get("fqdn") or node["name"], "domains": []},
+        *(
+            {"name": ip["name"], "address": ip["address"], "helo_name": ip["fqdn"], "domains": []}
+            for ip in extras
+        ),
+    ]
+    by_name = {entry["name"]: entry for entry in entries}
+    for domain in domains:
+        pin = pins.get(domain, sending_ips.MAIN)
+        by_name[pin if pin in names else "main"]["domains"].append(domain)
+    return entries
+
+
 def plan_host_vars(
     config: StackConfig,
     inventory: list[Mapping[str, Any]],
     mta_sts_policies: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per host: its domains, one sending IP (its own) whose transport carries them, who may send as
+    """Per host: its domains, its sending IPs (main and proven additional ones) with their domains, who may send as
     what there, the address families Postfix may use, and the MTA-STS policy text of each of its domains
     (``MailDns.mta_sts_policies``) for its policy host."""
     by_node = domains_by_node(config)
@@ -149,14 +172,7 @@ def plan_host_vars(
             continue
         host_vars[name] = {
             "postfix_virtual_domains": domains,
-            "postfix_sending_ips": [
-                {
-                    "name": "main",
-                    "address": node["ip"],
-                    "helo_name": node.get("fqdn") or name,
-                    "domains": domains,
-                }
-            ],
+            "postfix_sending_ips": sending_ip_entries(config, node, domains),
             "opendkim_domains": domains,
             "dovecot_domains": domains,
             "postfix_sender_logins": plan_sender_logins(

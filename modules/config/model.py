@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from modules.config.reputation import ReputationConfig
+from modules.config.sending_ips import check_additional_ips, check_sending_ip, sending_ip_reasons
 from modules.config.warmup import WarmupConfig
 
 # A DNS label (RFC 1035 letters-digits-hyphen, 1..63) and a hostname made of at least two of them.
@@ -100,6 +101,14 @@ class FleetConfig(Strict):
     rdns_domain: str | None = None
     firewall_profile: str | None = "smtp"
     billing_cycle: Literal["hourly", "monthly", "quarterly", "semiannually", "annually"] = "hourly"
+    # Node index (1-based) → IPv4 addresses bought in the Hostwinds portal for that node (no API action
+    # buys one); each becomes sending IP ip2, ip3, … with PTR <node>-<n>.<rdns_domain> (README, Fleet).
+    additional_ips: dict[int, list[str]] = Field(default_factory=dict)
+
+    @field_validator("additional_ips")
+    @classmethod
+    def _additional_ips(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        return check_additional_ips(value)
 
     @field_validator("name_pattern")
     @classmethod
@@ -143,6 +152,14 @@ class FleetConfig(Strict):
 
     def node_fqdn(self, name: str) -> str | None:
         return f"{name}.{self.rdns_domain}" if self.rdns_domain else None
+
+    def extra_ips(self, index: int) -> list[tuple[str, str, str]]:
+        """Node ``index``'s additional sending IPs as (name, address, PTR host): ip2, ip3, … in order."""
+        name = self.name_pattern.format(index=index)
+        return [
+            (f"ip{n}", address, f"{name}-{n}.{self.rdns_domain}")
+            for n, address in enumerate(self.additional_ips.get(index, []), start=2)
+        ]
 
 
 def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
@@ -222,7 +239,18 @@ class PostgresConfig(Strict):
         return {tier: getattr(self, tier) for tier in TIERS}
 
 
-class RedisVpsConfig(FleetConfig):
+class _SingleHostVps(FleetConfig):
+    """A one-node VPS for a platform service (Redis, monitoring): it sends no mail, so no sending IPs."""
+
+    @field_validator("additional_ips")
+    @classmethod
+    def _no_sending_ips(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        if value:
+            raise ValueError("only the sending fleet (fleet.additional_ips) carries additional sending IPs")
+        return value
+
+
+class RedisVpsConfig(_SingleHostVps):
     """The VPS the stack orders for the queue's Redis when ``redis.deploy`` is ``vps``: one node."""
 
     nodes: int = Field(default=1, ge=1, le=1, description="one Redis host (no cluster)")
@@ -392,6 +420,14 @@ class SendingDomainConfig(Strict):
     dkim_previous_selectors: list[str] = Field(default_factory=list)
     spf_include: list[str] = Field(default_factory=list, description="other senders, e.g. _spf.esp.example")
     spf_all: Literal["~all", "-all"] = "~all"
+    # The sending node's IP this domain leaves from: "main" (default), "ip2"…, or one of the node's
+    # fleet.additional_ips addresses.
+    sending_ip: str | None = None
+
+    @field_validator("sending_ip")
+    @classmethod
+    def _sending_ip(cls, value: str | None) -> str | None:
+        return check_sending_ip(value)
 
     @field_validator("name")
     @classmethod
@@ -664,7 +700,7 @@ class MonitoringExporters(Strict):
     penguinmails: HostPort | None = None
 
 
-class MonitoringVpsConfig(FleetConfig):
+class MonitoringVpsConfig(_SingleHostVps):
     """The VPS the stack orders for its monitoring when ``monitoring.deploy`` is ``vps``: one node running
     Prometheus, Alertmanager and the penguinmails exporter (ansible/playbooks/monitoring.yml)."""
 
@@ -783,6 +819,7 @@ class StackConfig(Strict):
                     )
         reasons += _reports_reasons(self)
         reasons += _monitoring_reasons(self)
+        reasons += sending_ip_reasons(self)
         selectors = sorted({domain.dkim_selector for _, domain in self.sending_domains()})
         if self.mail.flavor == "mailu" and len(selectors) > 1:
             reasons.append(

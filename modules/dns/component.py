@@ -42,7 +42,10 @@ class MailDns(pulumi.ComponentResource):
         node_ipv6s: Mapping[int, pulumi.Input[str]] | None = None,
         lookup: Lookup | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        proven_ips: Mapping[str, pulumi.Input[str]] | None = None,
     ):
+        """``proven_ips``: each additional IP (fleet.additional_ips) → an Output of the same address that
+        resolves once the fleet has proven it is the node's, so no record names it before that."""
         super().__init__("penguinmails:dns:MailDns", name, None, opts)
         node_ipv6s = dict(node_ipv6s or {})
         missing = sorted({d.sending_node for _, d in config.sending_domains()} - set(node_ips))
@@ -62,6 +65,7 @@ class MailDns(pulumi.ComponentResource):
                 addresses[stand_in.ipv4] = node_ips[index]
             if index in node_ipv6s:
                 addresses[stand_in.ipv6] = node_ipv6s[index]
+        addresses.update(proven_ips or {})
 
         self.dkim_keys: dict[tuple[str, str], DkimKey] = {}
         for _, domain in config.sending_domains():
@@ -177,11 +181,13 @@ class MailDns(pulumi.ComponentResource):
         """Reverse zones get the PTRs of the node addresses that fall inside them (known only later)."""
         pairs = [pulumi.Output.all(addresses[ip], host) for ip, host in plan.ptr.items() if ip in addresses]
 
+        planned = {r["name"] for r in records if r["type"] == "PTR"}  # additional IPs' PTRs are in the plan
+
         def build(resolved: list) -> list:
             ptrs: dict[str, set[str]] = {}
             for ip, host in resolved:
                 name = reverse_name(ip)
-                if in_zone(name, zone) and zone_for(name, zones) == zone:
+                if name not in planned and in_zone(name, zone) and zone_for(name, zones) == zone:
                     ptrs.setdefault(name, set()).add(host.rstrip(".") + ".")
             extra = [{"name": n, "type": "PTR", "values": sorted(v)} for n, v in sorted(ptrs.items())]
             return list(records) + extra

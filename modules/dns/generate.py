@@ -18,6 +18,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modules.config import sending_ips
 from modules.config.model import SendingDomainConfig, StackConfig
 from modules.dns import dkim, dmarc, mailauth, spf
 from modules.dns.errors import DnsValidationError
@@ -172,6 +173,14 @@ def plan_mail_dns(
             reverse = reverse_name(ip)
             if zone_for(reverse, zones):
                 add(reverse, "PTR", [hostname])
+        # Additional IPs (fleet.additional_ips): a name of their own each, with A, HELO SPF and PTR (FCrDNS).
+        for _, address, extra_host in config.fleet.extra_ips(index):
+            if zone_for(extra_host, zones):
+                add(extra_host, "A", [address])
+                add(extra_host, "TXT", [HELO_SPF])
+            plan.ptr[address] = extra_host
+            if zone_for(reverse_name(address), zones):
+                add(reverse_name(address), "PTR", [extra_host])
 
     for _, domain in config.sending_domains():
         d = domain.name
@@ -185,18 +194,25 @@ def plan_mail_dns(
         if addresses.ipv6:
             add(host, "AAAA", [addresses.ipv6])
         add(d, "MX", [f"10 {host}."])
+        # SPF names the IP the domain leaves from, then the node's other IPs of its tenant (where the
+        # sender routes agent may move it); a stack without additional IPs keeps the node's own.
+        ips = sending_ips.tenant_ips(config, domain)
+        ipv4s = [ip.address or addresses.ipv4 for ip in ips if ip.address or addresses.ipv4]
         add(
             d,
             "TXT",
             [
                 spf.build_spf(
-                    [addresses.ipv4] if addresses.ipv4 else [],
+                    ipv4s,
                     [addresses.ipv6] if addresses.ipv6 else [],
                     domain.spf_include,
                     domain.spf_all[0],
                 )
             ],
         )
+        pinned = ips[0]
+        sent_from = (pinned.address,) if pinned.address else tuple(addresses.all())
+        ptr_host = pinned.hostname or plan.node_hostnames.get(domain.sending_node)
         keys: list[tuple[str, str]] = []
         for selector in [domain.dkim_selector, *domain.dkim_previous_selectors]:
             public = dkim_public.get((d, selector))
@@ -235,10 +251,10 @@ def plan_mail_dns(
             DomainExpectation(
                 d,
                 host,
-                tuple(addresses.all()),
+                sent_from,
                 tuple(keys),
                 domain.dmarc.policy,
-                ptr_host=plan.node_hostnames.get(domain.sending_node),
+                ptr_host=ptr_host,
                 mta_sts_policy=policy,
             )
         )

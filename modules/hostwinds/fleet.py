@@ -4,7 +4,9 @@ A ``FleetIdentity`` gives the fleet its random tag first; every node label and k
 nothing another stack or person made is ever taken for ours. Each node is a ``Vps`` that returns as soon
 as its order shows; one ``FleetReady`` then waits for all of them together and sets each node's rDNS
 (``<node>.<rdns_domain>``) and firewall profile, so a fleet of any size takes about one build time.
-``inventory`` lists ``{name, fqdn, ip, service_id}`` per node.
+``inventory`` lists ``{name, fqdn, ip, service_id}`` per node. A node with ``fleet.additional_ips`` gets an
+``AdditionalIps`` after the readiness step, which proves the addresses are the server's and sets their
+rDNS; only then does its inventory entry carry ``additional_ips: [{name, address, fqdn}]``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import pulumi
 
 from modules.config.model import FleetConfig
+from modules.hostwinds.additional_ips import AdditionalIp, AdditionalIps
 from modules.hostwinds.common import vps_label
 from modules.hostwinds.fleet_ready import FleetReady
 from modules.hostwinds.identity import FleetIdentity
@@ -93,4 +96,52 @@ class VpsFleet(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.nodes.values())),
         )
         self.inventory = self.ready.inventory
+        self.additional_ips: dict[str, AdditionalIps] = {}
+        self.declared_ips: dict[str, list[AdditionalIp]] = {}
+        for index, node in enumerate(fleet.node_names(), start=1):
+            if index in fleet.additional_ips:
+                self.declared_ips[node] = [AdditionalIp(*ip) for ip in fleet.extra_ips(index)]
+                self.additional_ips[node] = AdditionalIps(
+                    f"{name}-{node}-ips",
+                    node=node,
+                    service_id=self.nodes[node].service_id,
+                    label=self.nodes[node].label,
+                    server_uuid=self.nodes[node].server_uuid,
+                    ips=self.declared_ips[node],
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]),
+                )
+        if self.additional_ips:  # a fleet without any keeps the readiness step's inventory as it was
+            # The declared names, once each node's proof has passed (not the live PTRs a refresh read).
+            proofs = [r.ips for r in self.additional_ips.values()]
+            self.inventory = pulumi.Output.all(self.ready.inventory, *proofs).apply(
+                lambda values, declared=dict(self.declared_ips): with_additional_ips(values[0], declared)
+            )
         self.register_outputs({"inventory": self.inventory})
+
+    def proven_ips(self) -> dict[str, pulumi.Output[str]]:
+        """Each declared additional address → itself, resolving only once its node's proof passed."""
+        return {
+            ip.address: self.additional_ips[node].ips.apply(lambda _, address=ip.address: address)
+            for node, declared in self.declared_ips.items()
+            for ip in declared
+        }
+
+
+def with_additional_ips(inventory: list[dict], declared: dict[str, list[AdditionalIp]]) -> list[dict]:
+    """The inventory with each node's proven additional IPs (``{name, address, fqdn}``, ip2 first)."""
+    return [
+        {
+            **node,
+            "additional_ips": [
+                {"name": i.name, "address": i.address, "fqdn": i.rdns} for i in declared[node["name"]]
+            ],
+        }
+        if node["name"] in declared
+        else node
+        for node in inventory
+    ]
+
+
+def sending_addresses(node: dict) -> list[str]:
+    """Every address an inventory node sends from: its main IP, then its proven additional ones."""
+    return [node["ip"], *(ip["address"] for ip in node.get("additional_ips") or [])]

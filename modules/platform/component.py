@@ -22,7 +22,7 @@ from modules.config.warmup import start_day as warmup_start_day
 from modules.dns.component import MailDns
 from modules.dns.sts_fetch import ca_file_for
 from modules.errors import ToolkitError
-from modules.hostwinds.fleet import VpsFleet
+from modules.hostwinds.fleet import VpsFleet, sending_addresses
 from modules.monitoring.component import Monitoring, exporter_settings
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
@@ -113,7 +113,8 @@ class Platform(pulumi.ComponentResource):
                     node_ips[index] = self.fleet.inventory.apply(
                         lambda inventory, node=node: next(n["ip"] for n in inventory if n["name"] == node)
                     )
-            self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child)
+            proven = self.fleet.proven_ips() if self.fleet is not None else {}
+            self.mail_dns = MailDns(f"{name}-dns", config, node_ips=node_ips, opts=child, proven_ips=proven)
 
         # The monitoring VPS (monitoring.deploy: vps), ordered like a fleet node; converged further below,
         # once the targets it scrapes exist. The mail hosts open their exporters to its address.
@@ -174,6 +175,7 @@ class Platform(pulumi.ComponentResource):
                             server_id=entry.apply(lambda n: str(n["service_id"])),
                             hostname=entry.apply(lambda n: n.get("fqdn") or n["name"]),
                             ip=entry.apply(lambda n: n["ip"]),
+                            additional_ips=entry.apply(lambda n: n.get("additional_ips") or []),
                         ),
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[oltp.migrations]),
                     )
@@ -310,7 +312,7 @@ class Platform(pulumi.ComponentResource):
                     environment=config.environment,
                     reputation=config.reputation,
                     resolvers=config.dns.resolvers,
-                    sending_ips=[n["ip"] for n in v["inventory"]],
+                    sending_ips=[ip for n in v["inventory"] for ip in sending_addresses(n)],
                     queue={"worker_url": v["worker_url"], "redis_url": v["redis_url"], "namespace": namespace}
                     if v["worker_url"]
                     else None,

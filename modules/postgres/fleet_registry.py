@@ -1,5 +1,5 @@
-"""One fleet node in the OLTP tier's inventory: its ``fleet.vps_instances`` row and its sending IP's
-``fleet.smtp_ip_addresses`` row (a Pulumi dynamic resource, one per node).
+"""One fleet node in the OLTP tier's inventory: its ``fleet.vps_instances`` row and one
+``fleet.smtp_ip_addresses`` row per sending IP, main and additional (a Pulumi dynamic resource per node).
 
 Why: the DNSBL checker writes its verdicts, the quarantine marks and the warm-up plans onto those rows; a
 node nobody registered is checked but its listing is never stored, and it never gets a plan. The stack
@@ -40,11 +40,14 @@ class FleetNodeArgs:
     server_id: pulumi.Input[str]
     hostname: pulumi.Input[str]
     ip: pulumi.Input[str]
+    # The node's proven additional IPs (``[{name, address, fqdn}]``): each its own row, PTR name as rdns.
+    additional_ips: pulumi.Input[list] = ()
 
     def props(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and Outputs cannot be copied outside serialization.
         return {
             **{f.name: getattr(self, f.name) for f in fields(self)},
+            "additional_ips": self.additional_ips if self.additional_ips != () else [],
             "vps_id": None,
             "ip_id": None,
             "drift": [],
@@ -71,7 +74,23 @@ def _check(news: dict[str, Any]) -> list[dynamic.CheckFailure]:
             ipaddress.ip_address(ip)
         except (TypeError, ValueError):
             failures.append(dynamic.CheckFailure("ip", f"{ip!r} is not an IPv4 or IPv6 address"))
+    extras = news.get("additional_ips") or []
+    if not _unknown(extras):
+        for row in extras:
+            try:
+                ipaddress.ip_address(row["address"])
+            except (TypeError, ValueError, KeyError):
+                failures.append(dynamic.CheckFailure("additional_ips", f"{row!r} has no valid address"))
     return failures
+
+
+def _ips(props: dict[str, Any]) -> list[tuple[str, str]]:
+    """(address, rdns hostname) of every sending IP of the node, main first."""
+    extras = [
+        (str(r["address"]), str(r.get("fqdn") or props["hostname"]))
+        for r in props.get("additional_ips") or []
+    ]
+    return [(props["ip"], props["hostname"]), *extras]
 
 
 class FleetNodeProvider(_PostgresProvider):
@@ -80,6 +99,8 @@ class FleetNodeProvider(_PostgresProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         changed = _changed(olds, news, ("tier", "database", "mark", "server_id", "hostname", "ip", "drift"))
+        if (olds.get("additional_ips") or []) != (news.get("additional_ips") or []):  # absent in older state
+            changed.append("additional_ips")
         replaces = [key for key in changed if key in ("tier", "database", "mark", "server_id")]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
@@ -127,32 +148,39 @@ class FleetNodeProvider(_PostgresProvider):
                         "registered_by) VALUES (%s, %s, %s::inet, 'active', %s) RETURNING id::text",
                         [props["server_id"], props["hostname"], props["ip"], props["mark"]],
                     ).fetchone()[0]
-                taken = conn.execute(
-                    "SELECT id::text, vps_instance_id::text FROM fleet.smtp_ip_addresses WHERE ip_address = %s::inet",
-                    [props["ip"]],
-                ).fetchone()
-                if taken is not None and taken[1] != vps_id:
-                    raise PostgresError(
-                        f"{label}: IP {props['ip']} is already fleet.smtp_ip_addresses row {taken[0]} of "
-                        "another VPS; it is left alone"
-                    )
-                # This node's other IP rows (an address that changed) go; the current one stays or is made.
+                ips = _ips(props)
+                for address, _ in ips:
+                    taken = conn.execute(
+                        "SELECT id::text, vps_instance_id::text FROM fleet.smtp_ip_addresses WHERE ip_address = %s::inet",
+                        [address],
+                    ).fetchone()
+                    if taken is not None and taken[1] != vps_id:
+                        raise PostgresError(
+                            f"{label}: IP {address} is already fleet.smtp_ip_addresses row {taken[0]} of "
+                            "another VPS; it is left alone"
+                        )
+                # This node's other IP rows (an address that changed, or no longer declared) go.
                 conn.execute(
-                    "DELETE FROM fleet.smtp_ip_addresses WHERE vps_instance_id = %s::uuid AND ip_address <> %s::inet",
-                    [vps_id, props["ip"]],
+                    "DELETE FROM fleet.smtp_ip_addresses WHERE vps_instance_id = %s::uuid "
+                    "AND NOT ip_address = ANY(%s::inet[])",
+                    [vps_id, [address for address, _ in ips]],
                 )
-                if taken is not None:
-                    conn.execute(
-                        "UPDATE fleet.smtp_ip_addresses SET rdns_hostname = %s, updated = now() WHERE id = %s::uuid",
-                        [props["hostname"], taken[0]],
+                ids = []
+                for address, hostname in ips:
+                    found = (
+                        conn.execute(
+                            "UPDATE fleet.smtp_ip_addresses SET rdns_hostname = %s, updated = now() "
+                            "WHERE vps_instance_id = %s::uuid AND ip_address = %s::inet RETURNING id::text",
+                            [hostname, vps_id, address],
+                        ).fetchone()
+                        or conn.execute(
+                            "INSERT INTO fleet.smtp_ip_addresses (vps_instance_id, ip_address, rdns_hostname, status) "
+                            "VALUES (%s::uuid, %s::inet, %s, %s) RETURNING id::text",
+                            [vps_id, address, hostname, INITIAL_IP_STATUS],
+                        ).fetchone()
                     )
-                    return vps_id, taken[0]
-                ip_id = conn.execute(
-                    "INSERT INTO fleet.smtp_ip_addresses (vps_instance_id, ip_address, rdns_hostname, status) "
-                    "VALUES (%s::uuid, %s::inet, %s, %s) RETURNING id::text",
-                    [vps_id, props["ip"], props["hostname"], INITIAL_IP_STATUS],
-                ).fetchone()[0]
-                return vps_id, ip_id
+                    ids.append(found[0])
+                return vps_id, ids[0]
 
             vps_id, ip_id = run(target, f"register {label} in {props['database']}", register)
         return {**props, "vps_id": vps_id, "ip_id": ip_id, "drift": []}
@@ -167,18 +195,22 @@ class FleetNodeProvider(_PostgresProvider):
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         target, conn = self._connect(props)
         with conn:
-            row = run(
+            rows = run(
                 target,
                 f"read {self._label(props)}",
                 lambda: conn.execute(
                     "SELECT v.hostwinds_instance_id, v.hostname, host(s.ip_address) FROM fleet.vps_instances v "
                     "LEFT JOIN fleet.smtp_ip_addresses s ON s.vps_instance_id = v.id "
-                    "WHERE v.id::text = %s AND v.registered_by = %s ORDER BY s.created LIMIT 1",
+                    "WHERE v.id::text = %s AND v.registered_by = %s ORDER BY s.created, s.ip_address",
                     [id_, props["mark"]],
-                ).fetchone(),
+                ).fetchall(),
             )
-        if row is None:
+        if not rows:
             return dynamic.ReadResult(id_="", outs={})  # gone (or no longer ours): the next up registers it
+        live_ips = {r[2] for r in rows if r[2]}
+        declared = {address for address, _ in _ips(props)}
+        main = props["ip"] if props["ip"] in live_ips else (rows[0][2] if len(live_ips) == 1 else None)
+        row = (rows[0][0], rows[0][1], main)
         drift = [
             f"{column} is {live!r}, not {props[key]!r}"
             for key, column, live in (
@@ -188,6 +220,8 @@ class FleetNodeProvider(_PostgresProvider):
             )
             if live != props[key]
         ]
+        drift += [f"smtp_ip_addresses lacks {a}" for a in sorted(declared - live_ips - {props["ip"]})]
+        drift += [f"smtp_ip_addresses has {a}, not declared" for a in sorted(live_ips - declared - {row[2]})]
         return _read_result(id_, {**props, "drift": drift})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -163,3 +163,44 @@ def test_an_ip_another_vps_holds_is_never_taken(oltp):
     assert _rows(oltp) == before  # the whole registration rolled back: no VPS row of ours either
     with oltp.connect() as conn:
         conn.execute("DELETE FROM fleet.vps_instances WHERE id = %s", [vps])
+
+
+def test_every_sending_ip_of_a_node_has_its_own_row_and_a_dropped_one_goes(oltp):
+    provider = FleetNodeProvider()
+    extra = [
+        {"name": "ip2", "address": "192.0.2.71", "fqdn": "mx-01-2.fleet.example.net"},
+        {"name": "ip3", "address": "192.0.2.72", "fqdn": "mx-01-3.fleet.example.net"},
+    ]
+    plain = _props(oltp)
+    created = provider.create(plain)
+    try:
+        news = _props(oltp, additional_ips=extra)
+        assert provider.diff(created.id, created.outs, news).changes
+        # State from before additional IPs has no such key: no change for a node that declares none.
+        legacy = {k: v for k, v in created.outs.items() if k != "additional_ips"}
+        assert not provider.diff(created.id, legacy, plain).changes
+        updated = provider.update(created.id, created.outs, news)
+        rows = _rows(oltp)
+        assert [(r[3], r[4]) for r in rows] == [
+            ("192.0.2.61", "warming"),
+            ("192.0.2.71", "warming"),
+            ("192.0.2.72", "warming"),
+        ]
+        with oltp.connect() as conn:
+            names = dict(
+                conn.execute("SELECT host(ip_address), rdns_hostname FROM fleet.smtp_ip_addresses").fetchall()
+            )
+        assert (
+            names["192.0.2.72"] == "mx-01-3.fleet.example.net"
+            and names["192.0.2.61"] == "mx-01.fleet.example.net"
+        )
+        assert provider.read(created.id, updated.outs).outs["drift"] == []
+        with oltp.connect() as conn:
+            conn.execute("DELETE FROM fleet.smtp_ip_addresses WHERE ip_address = '192.0.2.72'")
+        assert provider.read(created.id, updated.outs).outs["drift"] == ["smtp_ip_addresses lacks 192.0.2.72"]
+        fewer = provider.update(created.id, updated.outs, _props(oltp, additional_ips=extra[:1]))
+        assert [r[3] for r in _rows(oltp)] == ["192.0.2.61", "192.0.2.71"]
+        assert provider.read(created.id, fewer.outs).outs["drift"] == []
+    finally:
+        provider.delete(created.id, created.outs)
+    assert _rows(oltp) == []

@@ -76,6 +76,11 @@ class SimHandle:
         body = {"srvrname": srvrname, "location_id": location_id, "image": image, "rid": rid, **extra}
         return self.admin("foreign", body)["serviceid"]
 
+    def assign_ip(self, serviceid: int, ip: str | None = None) -> str:
+        """An additional IPv4 "bought in the portal" for an instance; returns the address."""
+        body: dict[str, Any] = {"serviceid": serviceid, **({"ip": ip} if ip else {})}
+        return self.admin("ips", body)["ip"]
+
     def client(self, **kwargs: Any) -> HostwindsClient:
         return HostwindsClient(self.endpoint, self.api_key, **kwargs)
 

@@ -71,3 +71,21 @@ def test_alert_mail_does_not_take_over_the_postmaster_mailbox():
     email = {**VPS, "email_to": ["oncall@example.org"], "email_from": "postmaster@example.com"}
     with pytest.raises(ConfigError, match="give the alerts their own address"):
         validate_config(_staging({"deploy": "vps", "vps": email}), stack="staging")
+
+
+@pytest.mark.parametrize("section", ["redis", "monitoring"])
+def test_service_hosts_carry_no_sending_ips(section):
+    given = {
+        "redis": {
+            "redis": {
+                "deploy": "vps",
+                "tls": True,
+                "vps": {"ssh_key_names": ["ops"], "additional_ips": {1: ["203.0.113.7"]}},
+            }
+        },
+        "monitoring": {
+            "monitoring": {"deploy": "vps", "vps": {**VPS, "additional_ips": {1: ["203.0.113.7"]}}}
+        },
+    }[section]
+    with pytest.raises(ConfigError, match="only the sending fleet"):
+        validate_config(given, stack="t")

@@ -77,3 +77,29 @@ def test_fleet_declares_keys_nodes_and_one_readiness_step(mocks):
         assert by_type["penguinmails:hostwinds:VpsFleet"][0].name == "pm-fleet"
 
     return fleet.inventory.apply(check)
+
+
+@pulumi.runtime.test
+def test_only_nodes_with_additional_ips_get_a_proof_and_the_inventory_carries_them(mocks):
+    from modules.config.loader import validate_config
+    from modules.hostwinds.fleet import VpsFleet, sending_addresses
+
+    config = validate_config(
+        {"fleet": {"nodes": 2, "rdns_domain": "fleet.example.com", "additional_ips": {"2": ["203.0.113.7"]}}}
+    )
+    fleet = VpsFleet("pm-fleet", config.fleet)
+
+    def check(inventory):
+        proofs = [r for r in mocks.resources if r.typ.endswith("hostwinds:AdditionalIps")]
+        assert [p.name for p in proofs] == ["pm-fleet-mx-02-ips"]
+        assert proofs[0].inputs["ips"] == [
+            {"name": "ip2", "address": "203.0.113.7", "rdns": "mx-02-2.fleet.example.com"}
+        ]
+        assert proofs[0].inputs["node"] == "mx-02" and isinstance(proofs[0].inputs["service_id"], float)
+        assert "additional_ips" not in inventory[0]
+        assert inventory[1]["additional_ips"] == [
+            {"name": "ip2", "address": "203.0.113.7", "fqdn": "mx-02-2.fleet.example.com"}
+        ]
+        assert sending_addresses({**inventory[1], "ip": "198.18.0.9"}) == ["198.18.0.9", "203.0.113.7"]
+
+    return fleet.inventory.apply(check)

@@ -502,3 +502,28 @@ def test_admin_endpoints_replace_foreign_config_and_stats(served):
         == 400
     )
     assert http(served, "/_sim/foreign", {"srvrname": "x"})[0] == 400
+
+
+def test_an_additional_ip_from_the_portal_is_listed_and_takes_rdns_and_survives_a_restart(account, clock):
+    order(account)
+    sid = only_sid(account)
+    with pytest.raises(ValueError, match="once it is ACTIVE"):
+        account.assign_ip(sid)  # still building
+    clock.now += 6
+    extra = account.assign_ip(sid)
+    assert account.assign_ip(sid, extra) == extra  # the same address again: nothing new
+    rows = call(account, "get_instance_ips", serviceid=sid)["success"]["IP Addresses"]
+    assert [(r["ip"], r["main"]) for r in rows if r["type"] == "IPv4"][1] == (extra, 0)
+    call(account, "set_rdns", serviceid=sid, ip=extra, rdns="mx-01-2.fleet.example.com")
+    with pytest.raises(SimError, match="does not belong"):
+        call(account, "set_rdns", serviceid=sid, ip="198.51.100.9", rdns="x.example.com")
+    order(account, "node-2")
+    clock.now += 6
+    other = max(account.instances)
+    with pytest.raises(ValueError, match=f"belongs to instance {sid}"):
+        account.assign_ip(other, extra)
+    restored = Account(MemoryBackend(), clock=clock)
+    restored.restore(json.loads(json.dumps(account.snapshot())))
+    rows = call(restored, "get_instance_ips", serviceid=sid)["success"]["IP Addresses"]
+    assert {r["ip"]: r["rdns"] for r in rows}[extra] == "mx-01-2.fleet.example.com"
+    assert extra in call(restored, "get_instance", serviceid=sid)["success"]["ips"]

@@ -181,6 +181,8 @@ def plan_host_vars(
                 + [a for a in [alert_sender(config)] if a and a.rpartition("@")[2] in domains],
             ),
             "postfix_inet_protocols": inet_protocols(node),
+            # The proven additional IPs must be on the host for Postfix to bind to them (common role).
+            "common_additional_addresses": [ip["address"] for ip in node.get("additional_ips") or []],
             "mta_sts_policies": {domain: policies[domain] for domain in domains if domain in policies},
             # The sender routes agent moves a quarantined IP's domain only to an IP of the same tenant.
             "postfix_sender_routes_tenants": {

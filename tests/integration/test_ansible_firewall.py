@@ -3,12 +3,14 @@
 Dev fleet containers lack CAP_NET_ADMIN, so the dev stack turns the firewall off. This test gives one
 container that capability (its own network namespace: the rules only filter that container) so the
 firewall tasks, the rules template and its handler are exercised as they run on a VPS: SSH, the mail ports
-and HTTPS pass, everything else is dropped, and a second run changes nothing.
+and HTTPS pass, everything else is dropped, and a second run changes nothing. The same capability lets the
+common role put an additional sending IP on the host itself (dev containers get theirs from the simulator).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import subprocess
 import time
@@ -65,6 +67,7 @@ def firewalled(tmp_path_factory):
         )  # fmt: skip
         info = json.loads(_podman("container", "inspect", name))[0]
         ip = PodmanHosts._ipv4(info)
+        extra = f"{ip.rsplit('.', 2)[0]}.250.{secrets.randbelow(250) + 2}"  # far above podman's allocations
         _wait_for_ssh(ip)
         lab.hosts["fw-1"] = {"name": "fw-1", "fqdn": "fw-1.penguinmails.test", "ip": ip}
         group_vars = {
@@ -72,13 +75,15 @@ def firewalled(tmp_path_factory):
             "common_firewall_enabled": True,
             # The test machine reaches the containers from the bridge's gateway.
             "common_firewall_ssh_sources": [f"{ip.rsplit('.', 2)[0]}.0.0/16"],
+            # An additional sending IP to put on the host (NET_ADMIN: the role adds it itself here).
+            "common_additional_addresses": [extra],
         }
         text = lab.inventory(group="mailu", group_vars=group_vars)
         secret = {"mailu_secret_key": uuid.uuid4().hex}
         runs = [
             runner.run_playbook("mailu.yml", text, stack=lab.prefix, secret_vars=secret) for _ in range(2)
         ]
-        yield {"name": name, "ip": ip, "runs": runs}
+        yield {"name": name, "ip": ip, "runs": runs, "extra": extra}
     finally:
         lab.close()
 
@@ -141,3 +146,15 @@ def test_firewall_lets_ssh_and_mail_ports_in_and_drops_the_rest(firewalled):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert inside.stdout.strip() == "200", "the service itself works; only the firewall keeps it from outside"
+
+
+def test_the_additional_sending_ip_is_on_the_host_and_comes_back(firewalled):
+    name, extra = firewalled["name"], firewalled["extra"]
+    assert f" inet {extra}/32 " in _podman("exec", name, "ip", "-o", "-4", "addr", "show")
+    # As after a reboot: the address is gone, and the boot script puts it back (once).
+    _podman("exec", name, "ip", "addr", "del", f"{extra}/32", "dev", "eth0")
+    assert "added" in _podman("exec", name, "/etc/init.d/penguinmails-addresses", "start")
+    assert "added" not in _podman("exec", name, "/etc/init.d/penguinmails-addresses", "start")
+    assert _podman("exec", name, "ip", "-o", "-4", "addr", "show").count(f" inet {extra}/32 ") == 1
+    # Reachable at the new address from this machine, as a receiver would reach it.
+    assert _probe(extra, 22) == "open"

@@ -140,8 +140,10 @@ def _agent(tmp_path: Path, config: dict):
             "postfwd_config": str(host / "postfwd.cf"),
             "main_cf": str(host / "main.cf"),
             "state": str(host / "state" / "warmup-caps.json"),
-            "postfwd_reload": ["/bin/sh", "-c", f"echo postfwd >> {reloads}"],
+            "postfwd_pidfile": str(host / "postfwd.pid"),  # none: nothing to stop
+            "postfwd_start": ["/bin/sh", "-c", f"echo postfwd-start >> {reloads}"],
             "postfwd_delrate": ["/bin/sh", "-c", f"echo delrate:{{item}} >> {reloads}"],
+            "postfwd_address": None,  # no postfwd to wait for here
         }
     config = {
         **config,
@@ -189,8 +191,8 @@ def test_the_agent_writes_what_the_role_renders_and_a_converge_renders_what_the_
     assert "    recipient_domain==ymail.com" in rules
     assert "smtp-main_transport_rate_delay = 4s" in (host / "main.cf").read_text()
     assert "smtp-spare_transport_rate_delay" not in (host / "main.cf").read_text()  # not the agent's IP
-    # postfwd reloaded with the new rules, then the IP's old counters dropped (a new day's count), Postfix reloaded.
-    assert _reloads(reloads) == ["postfwd", "delrate:pm_sending_ip=main", "postfix"]
+    # postfwd restarted with the new rules, then the IP's old counters dropped (a new day's count), Postfix reloaded.
+    assert _reloads(reloads) == ["postfwd-start", "delrate:pm_sending_ip=main", "postfix"]
     assert _metric(host, 'penguinmails_warmup_host_daily_cap{ip="192.0.2.10"') == 7
     assert _metric(host, 'penguinmails_warmup_host_hourly_cap{ip="192.0.2.10"') == 900
     assert _metric(host, "penguinmails_warmup_host_caps_applied_timestamp_seconds") > 0
@@ -225,7 +227,7 @@ def test_only_a_changed_daily_cap_restarts_the_ips_counters(tmp_path, endpoint):
     assert _reloads(reloads) == ["postfix"]  # only the hourly rate changed: no rule, no counter touched
     state["warmup"] = WarmupRound(3.0, plans=(_stored(ADDRESS, 3, 900, {}),))
     agent.once()
-    assert _reloads(reloads)[1:] == ["postfwd", "delrate:pm_sending_ip=main"]
+    assert _reloads(reloads)[1:] == ["postfwd-start", "delrate:pm_sending_ip=main"]
 
 
 CONFIG = {

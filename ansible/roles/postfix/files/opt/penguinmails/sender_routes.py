@@ -11,8 +11,8 @@ Postfix is reloaded, and deferred mail is re-routed at its next retry.
 With a ``warmup`` section in its config the agent also owns the warm-up caps of the IPs listed there (the
 role's start-day caps are their seed): each IP's ``warmup`` from the answer (the warm-up job's stored plan)
 becomes postfwd's rules (daily total and large receivers, 450 4.7.1 over a cap) and the hourly
-``smtp-<name>_transport_rate_delay`` in main.cf; postfwd and Postfix are reloaded only when a file
-changed. What it applied is saved in a state file that the role reads on its next converge, so a converge
+``smtp-<name>_transport_rate_delay`` in main.cf; postfwd is restarted and Postfix reloaded only when
+their file changed. What it applied is saved in a state file that the role reads on its next converge, so a converge
 renders the agent's caps and never puts older ones back. The rules file is byte for byte what the role's
 postfwd.cf.j2 renders for the same caps (tests/unit/ansible/test_sender_routes.py holds them together).
 A held IP gets what the endpoint serves: a hold freezes the plan's day, so its caps are the held day's.
@@ -32,6 +32,8 @@ import logging
 import math
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -294,7 +296,10 @@ class Caps:
         self.state = Path(warmup.get("state", "/var/lib/penguinmails/warmup-caps.json"))
         self.postfwd = Path(warmup.get("postfwd_config", "/etc/postfix/postfwd.cf"))
         self.main_cf = Path(warmup.get("main_cf", "/etc/postfix/main.cf"))
-        self.postfwd_reload = warmup.get("postfwd_reload", ["/etc/init.d/postfwd", "reload"])
+        self.postfwd_pidfile = Path(warmup.get("postfwd_pidfile", "/var/run/postfwd.pid"))
+        self.postfwd_start = warmup.get("postfwd_start", ["/etc/init.d/postfwd", "start"])
+        address = warmup.get("postfwd_address")
+        self.postfwd_address = (address, int(warmup.get("postfwd_port", 10040))) if address else None
         self.postfwd_delrate = warmup.get("postfwd_delrate", ["/usr/sbin/postfwd", "--delrate={item}"])
         self.applied_at: float | None = None
         self.restart_counts: set[str] = set()  # IPs whose daily caps changed: their counters start again
@@ -364,9 +369,7 @@ class Caps:
         postfwd_changed = not self.postfwd.exists() or self.postfwd.read_text() != rules
         if postfwd_changed:
             write_atomically(self.postfwd, rules)
-            done = subprocess.run(self.postfwd_reload, capture_output=True, text=True, timeout=60)
-            if done.returncode != 0:
-                log.error("postfwd reload failed: %s", (done.stderr or done.stdout).strip()[-300:])
+            self._restart_postfwd()
         if postfwd_changed and self.restart_counts:
             # postfwd keys a counter by rule and limit and checks every counter of the item it holds, so the
             # old limit's counter would still answer 450 after a raise until its window ends. A changed cap
@@ -392,8 +395,59 @@ class Caps:
                 main_changed = True
         return postfwd_changed, main_changed
 
+    def _restart_postfwd(self) -> None:
+        """Stop postfwd, wait until it is gone, start it and wait until it answers. Not a HUP: its policy
+        processes keep their own copies of the counters over a reload, so counters dropped then come back;
+        a new process starts from the counters saved at its stop (--save_rates). Postfix answers 451 to a
+        recipient asked in the second this takes: the client retries, nothing is lost. The stop signals the
+        pid itself: Debian's init script stops through start-stop-daemon, which refuses postfwd's pid file
+        (owned by postfw, not root) and so stops nothing."""
+        try:
+            pid = int(self.postfwd_pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pid = None  # not running (or no pid file): only the start
+        deadline = time.monotonic() + 15
+        while pid is not None and time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if pid is not None and _alive(pid):
+            log.error("postfwd (pid %s) did not stop within 15 s", pid)
+        done = subprocess.run(self.postfwd_start, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            log.error("postfwd start failed: %s", (done.stderr or done.stdout).strip()[-300:])
+        if not self._wait_for_postfwd(True):
+            log.error("postfwd does not answer on %s:%s after its start", *self.postfwd_address)
+
+    def _wait_for_postfwd(self, answering: bool, seconds: float = 15) -> bool:
+        """Until postfwd does (or no longer does) answer a request no rule matches."""
+        if not self.postfwd_address:
+            return True
+        probe = b"request=smtpd_access_policy\nprotocol_state=CONNECT\n\n"  # no rule matches: DUNNO
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(self.postfwd_address, timeout=2) as connection:
+                    connection.sendall(probe)
+                    up = connection.recv(512).startswith(b"action=")
+            except OSError:
+                up = False
+            if up == answering:
+                return True
+            time.sleep(0.2)
+        return False
+
     def metrics(self, folder: str | None) -> None:
         write_caps_metrics(folder, self.ips, self.caps, self.applied_at)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe(cap: dict | None) -> str:

@@ -118,8 +118,14 @@ def host(tmp_path_factory, devenv_env):
             names=["mx-1"], host_vars={"mx-1": host_vars}, group_vars=mailhosts.playbook_vars(config)
         )
 
-        def converge():
-            return runner.run_playbook("mailhost.yml", text, stack=lab.prefix, secret_vars=secrets)
+        def converge(**changes):
+            inventory = text
+            if changes:
+                changed = {**host_vars, **changes}
+                inventory = lab.inventory(
+                    names=["mx-1"], host_vars={"mx-1": changed}, group_vars=mailhosts.playbook_vars(config)
+                )
+            return runner.run_playbook("mailhost.yml", inventory, stack=lab.prefix, secret_vars=secrets)
 
         yield {
             "lab": lab,
@@ -129,6 +135,7 @@ def host(tmp_path_factory, devenv_env):
             "endpoint": endpoint,
             "server": server,
             "converge": converge,
+            "virtual_domains": host_vars["postfix_virtual_domains"],
             "first": converge(),
         }
     finally:
@@ -255,3 +262,17 @@ def test_a_converge_after_the_agent_changed_the_caps_keeps_them(host):
     assert run.hosts["mx-1"].failed == 0 and run.hosts["mx-1"].changed == 0
     assert "pm_sending_ip/5/86400/" in _exec(host["lab"], "cat", RULES)
     assert _rate_delay(host) == "2s"
+
+
+def test_a_converge_that_changes_postfwds_rules_keeps_the_agents_caps_and_counts(host):
+    """A new local domain changes postfwd's rules: the role writes them with the agent's caps and restarts
+    postfwd (its own handler: Debian's init script cannot stop it), whose counters survive the restart."""
+    extra = f"local.{host['domain']}"
+    run = host["converge"](postfix_virtual_domains=[*host["virtual_domains"], extra])
+    assert run.hosts["mx-1"].failed == 0 and run.hosts["mx-1"].changed > 0
+    rules = _exec(host["lab"], "cat", RULES)
+    assert f"    recipient_domain=={extra}" in rules and "pm_sending_ip/5/86400/" in rules
+    # The IP used its 5 since the raise: the next recipient is still deferred after the restart.
+    (rcpt,) = _recipients(1)
+    refused = _submit(host, [rcpt])
+    assert refused.get(rcpt, (0,))[0] == 450, refused

@@ -12,9 +12,10 @@ With a ``warmup`` section in its config the agent also owns the warm-up caps of 
 role's start-day caps are their seed): each IP's ``warmup`` from the answer (the warm-up job's stored plan)
 becomes postfwd's rules (daily total and large receivers, 450 4.7.1 over a cap) and the hourly
 ``smtp-<name>_transport_rate_delay`` in main.cf; postfwd is restarted and Postfix reloaded only when
-their file changed. What it applied is saved in a state file that the role reads on its next converge, so a converge
-renders the agent's caps and never puts older ones back. The rules file is byte for byte what the role's
-postfwd.cf.j2 renders for the same caps (tests/unit/ansible/test_sender_routes.py holds them together).
+their file changed. What it applied is saved in a state file that the role reads on its next converge, so
+a converge renders the agent's caps and never puts older ones back. The rules file is byte for byte what
+the role's postfwd.cf.j2 renders for the same caps (tests/unit/ansible/test_sender_routes_caps.py holds
+them together).
 A held IP gets what the endpoint serves: a hold freezes the plan's day, so its caps are the held day's.
 A changed daily cap is a new day of the plan, so the IP's postfwd counters start again with it.
 

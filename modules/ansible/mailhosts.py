@@ -22,7 +22,9 @@ from modules.acme import settings as acme_settings
 from modules.ansible.resources import AnsiblePlaybook
 from modules.config import sending_ips
 from modules.config.model import StackConfig
+from modules.config.warmup import start_caps
 from modules.dns import generate
+from modules.reputation.warmup import PROVIDER_DOMAINS
 from modules.secrets.resources import GeneratedSecret
 
 # What a dev host (a podman container) cannot do: load nftables rules (no CAP_NET_ADMIN), set the clock
@@ -155,14 +157,17 @@ def plan_host_vars(
     inventory: list[Mapping[str, Any]],
     mta_sts_policies: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per host: its domains, its sending IPs (main and proven additional ones) with their domains, who may send as
-    what there, the address families Postfix may use, and the MTA-STS policy text of each of its domains
-    (``MailDns.mta_sts_policies``) for its policy host."""
+    """Per host: its domains, its sending IPs (main and proven additional ones) with their domains, who may
+    send as what there, the address families Postfix may use, the MTA-STS policy text of each of its domains
+    (``MailDns.mta_sts_policies``) for its policy host, and the warm-up caps of the plan's start day for each
+    IP that sends (so a fresh host is capped from its first converge; the sender routes agent moves them on
+    from there: each IP has its own plan)."""
     by_node = domains_by_node(config)
     receiving = receiving_domains_by_node(config)
     tenants_by_node = tenant_domains_by_node(config)
     policies = mta_sts_policies or {}
     certified = acme_names.plan_for_stack(config) if acme_settings.enabled(config) else {}
+    caps = start_caps(config)
     host_vars: dict[str, dict[str, Any]] = {}
     for node in inventory:
         name = node["name"]
@@ -189,6 +194,14 @@ def plan_host_vars(
                 domain: slug for slug, owned in tenants_by_node.get(name, {}).items() for domain in owned
             },
         }
+        sending = [ip for ip in host_vars[name]["postfix_sending_ips"] if ip["domains"]]
+        if caps is not None and sending:  # an IP without domains sends nothing: no cap to enforce
+            for ip in sending:
+                ip.update({"warmup_stage": min(caps.day, 21), "hourly_cap": caps.hourly})
+            host_vars[name]["postfix_warmup_daily_caps"] = [
+                {"name": ip["name"], "daily_cap": caps.daily, "provider_caps": dict(caps.providers)}
+                for ip in sending
+            ]
         if receiving.get(name, domains) != domains:  # the report domain: received here, never sent from
             host_vars[name]["postfix_virtual_domains"] = receiving[name]
             host_vars[name]["dovecot_domains"] = receiving[name]
@@ -209,6 +222,8 @@ def playbook_vars(config: StackConfig) -> dict[str, Any]:
         }
     return {
         "postfix_warmup_stage": mail.warmup_stage,
+        # The plan's receiver groups, so the hosts' provider caps count the same domains the plan means.
+        "postfix_warmup_provider_domains": {group: list(d) for group, d in PROVIDER_DOMAINS.items()},
         "postfix_tls_min_version": mail.tls_min_version,
         "postfix_message_size_limit_mb": mail.message_size_limit_mb,
         "dovecot_tls_min_version": mail.tls_min_version,

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.reputation.warmup import WarmupPlan
+from modules.reputation.warmup import Caps, WarmupPlan
 
 DEPRECATED_STAGE = "mail.warmup_stage"
 
@@ -38,6 +38,15 @@ def start_day(config: Any) -> int:
     if mail is not None and "warmup_stage" in mail.model_fields_set:
         return warmup.plan.clamp(mail.warmup_stage)
     return 1
+
+
+def start_caps(config: Any) -> Caps | None:
+    """The caps of the plan's start day, which a fresh host enforces until the warm-up job says otherwise
+    (and which a stack without the job keeps); None when the stack turns warm-up off."""
+    warmup = getattr(config, "warmup", None) or WarmupConfig()
+    if not warmup.enabled:
+        return None
+    return warmup.plan.caps(start_day(config))
 
 
 def deprecations(config: Any) -> list[str]:

@@ -486,7 +486,11 @@ class Exporter:
 
             try:
                 self.routes = RoutesServer(
-                    *self.routes_address, self.config.routes_token, self.config.stack, lambda: self.loop.last
+                    *self.routes_address,
+                    self.config.routes_token,
+                    self.config.stack,
+                    lambda: self.loop.last,
+                    warmup=lambda: self.warmup.last,
                 ).start()
             except OSError:
                 self.server.shutdown()

@@ -7,8 +7,9 @@ PostgreSQL cannot read. :func:`run_cycle` takes them from a *figures source*: th
 exporter's warm-up loop uses, modules/monitoring/exporter.py). A source that cannot answer for an IP
 raises, and that IP is not decided this cycle: zero attempts read from nothing would look like an idle IP.
 :func:`handle` is the handler of ``{"kind": "ip-warmup-cycle"}`` jobs for the queue's ``warmup`` queue.
-After a cycle the new caps go to the hosts as the postfix role's variables (:func:`host_caps`), through
-the next converge.
+After a cycle the new caps reach the hosts through the exporter's routes endpoint and each host's sender
+routes agent (modules/monitoring/routes.py); :func:`host_caps` gives the same caps as the postfix role's
+variables, for a converge by hand.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from modules.ansible import mailhosts
 from modules.config.model import StackConfig
+from modules.config.warmup import WarmupConfig
+from modules.reputation.warmup import PROVIDER_DOMAINS, WarmupPlan
 
 INVENTORY = [
     {"name": "mx-01", "fqdn": "mx-01.fleet.example.net", "ip": "203.0.113.10", "service_id": 1},
@@ -50,10 +52,36 @@ def test_native_host_vars_bind_each_domain_to_its_node_ip():
             "address": "203.0.113.10",
             "helo_name": "mx-01.fleet.example.net",
             "domains": ["acme.example.net", "cove.example.net"],
+            "warmup_stage": 4,  # the deprecated mail.warmup_stage is the plan's start day
+            "hourly_cap": 40,
         }
     ]
     assert first["opendkim_domains"] == first["dovecot_domains"] == first["postfix_virtual_domains"]
     assert host_vars["mx-02"]["opendkim_domains"] == ["bolt.example.net"]
+
+
+def test_native_hosts_enforce_the_start_days_caps_from_their_first_converge():
+    config = _config().model_copy(
+        update={"warmup": WarmupConfig(start_day=5, plan=WarmupPlan(provider_shares={"google": 0.5}))}
+    )
+    inventory = [*INVENTORY, {"name": "mx-03", "fqdn": "mx-03.fleet.example.net", "ip": "203.0.113.12"}]
+    host_vars = mailhosts.plan_host_vars(config, inventory)
+    caps = WarmupPlan().caps(5)
+    assert host_vars["mx-01"]["postfix_warmup_daily_caps"] == [
+        {"name": "main", "daily_cap": caps.daily, "provider_caps": {"google": caps.daily // 2}}
+    ]
+    assert host_vars["mx-01"]["postfix_sending_ips"][0]["hourly_cap"] == caps.hourly
+    assert host_vars["mx-01"]["postfix_sending_ips"][0]["warmup_stage"] == 5
+    # A node that sends for no domain has nothing to cap (the role refuses a cap on an IP without domains).
+    assert "postfix_warmup_daily_caps" not in host_vars["mx-03"]
+    assert "hourly_cap" not in host_vars["mx-03"]["postfix_sending_ips"][0]
+
+
+def test_a_stack_with_warm_up_off_gets_no_caps():
+    config = _config().model_copy(update={"warmup": WarmupConfig(enabled=False)})
+    host_vars = mailhosts.plan_host_vars(config, INVENTORY)
+    assert not any("postfix_warmup_daily_caps" in v for v in host_vars.values())
+    assert not any("hourly_cap" in v["postfix_sending_ips"][0] for v in host_vars.values())
 
 
 def test_the_report_node_receives_the_report_domain_without_signing_for_it():
@@ -93,6 +121,7 @@ def test_mailu_host_vars_bind_the_published_ports():
 def test_playbook_vars_carry_warmup_and_tls_floor():
     assert mailhosts.playbook_vars(_config()) == {
         "postfix_warmup_stage": 4,
+        "postfix_warmup_provider_domains": {g: list(d) for g, d in PROVIDER_DOMAINS.items()},
         "postfix_tls_min_version": "TLSv1.3",
         "postfix_message_size_limit_mb": 25,
         "dovecot_tls_min_version": "TLSv1.3",

@@ -42,9 +42,13 @@ INVENTORY = [
 ]
 
 
+def _transports(entries: list[dict]) -> list[dict]:
+    return [{k: e[k] for k in ("name", "address", "helo_name", "domains")} for e in entries]
+
+
 def test_each_proven_ip_gets_a_transport_and_its_pinned_domains():
     host_vars = mailhosts.plan_host_vars(config(), INVENTORY)
-    assert host_vars["mx-01"]["postfix_sending_ips"] == [
+    assert _transports(host_vars["mx-01"]["postfix_sending_ips"]) == [
         {
             "name": "main",
             "address": "203.0.113.10",
@@ -58,12 +62,18 @@ def test_each_proven_ip_gets_a_transport_and_its_pinned_domains():
             "domains": ["a.example.net"],
         },
     ]
+    # Each IP that sends has its own plan: both start on the start day's caps, each with its own daily count.
+    assert [(e["name"], e["hourly_cap"]) for e in host_vars["mx-01"]["postfix_sending_ips"]] == [
+        ("main", 20),
+        ("ip2", 20),
+    ]
+    assert [c["name"] for c in host_vars["mx-01"]["postfix_warmup_daily_caps"]] == ["main", "ip2"]
     # The sender routes agent may move a.example.net to main (same tenant) if ip2 is quarantined.
     assert host_vars["mx-01"]["postfix_sender_routes_tenants"] == {
         "a.example.net": "acme",
         "b.example.net": "acme",
     }
-    assert host_vars["mx-02"]["postfix_sending_ips"] == [
+    assert _transports(host_vars["mx-02"]["postfix_sending_ips"]) == [
         {
             "name": "main",
             "address": "203.0.113.11",

@@ -131,6 +131,10 @@ def test_secret_asserts_that_show_values_have_no_log():
         assert task.get("no_log") is True
 
 
+# Restarts the service module cannot do: Debian's postfwd init script cannot stop postfwd (see the handler).
+SHELL_RESTARTS = {"Restart postfwd"}
+
+
 @pytest.mark.parametrize("role", ("postfix", "dovecot", "spamassassin", "opendkim", "mta_sts"))
 def test_handlers_check_before_they_reload(role):
     handlers = _yaml(ANSIBLE_DIR / "roles" / role / "handlers/main.yml")
@@ -143,7 +147,7 @@ def test_handlers_check_before_they_reload(role):
         first, *rest = handlers_of_topic
         assert "ansible.builtin.command" in first or "ansible.builtin.shell" in first
         assert first.get("changed_when") is False
-        assert all("ansible.builtin.service" in h for h in rest)
+        assert all("ansible.builtin.service" in h or h["name"] in SHELL_RESTARTS for h in rest)
 
 
 def test_playbooks_keep_mailu_and_native_hosts_apart():

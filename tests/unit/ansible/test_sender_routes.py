@@ -178,8 +178,8 @@ def test_the_endpoint_refuses_without_the_token_and_answers_the_round(endpoint):
         document = json.loads(answer.read())
     assert document["stack"] == "unit"
     assert document["ips"] == {
-        "192.0.2.1": {"quarantined": True, "status": "quarantined"},
-        "192.0.2.9": {"quarantined": None, "status": None},  # every zone failed: undecided
+        "192.0.2.1": {"quarantined": True, "status": "quarantined", "warmup": None},  # no warm-up loop here
+        "192.0.2.9": {"quarantined": None, "status": None, "warmup": None},  # every zone failed: undecided
     }
 
 

@@ -52,9 +52,19 @@ class PenguinmailsExporterService(ProcessService):
         except (OSError, ValueError):
             return False
 
+    @property
+    def code_file(self) -> Path:
+        return self.dir / "code.digest"
+
     def install(self, text: str) -> bool:
-        """Write the stack's config (0600) and (re)start on it; False when it was already running on it."""
-        if self.config_file.exists() and self.config_file.read_text() == text and self.running():
+        """Write the stack's config (0600) and (re)start on it; False when it was already running on it
+        with the checkout's code (changed exporter code restarts it too, as a new wheelhouse does on a
+        monitoring VPS)."""
+        from modules.ansible import wheelhouse
+
+        code = wheelhouse.digest()
+        same_code = self.code_file.exists() and self.code_file.read_text() == code
+        if self.config_file.exists() and self.config_file.read_text() == text and self.running() and same_code:
             return False
         temporary = self.config_file.with_suffix(".tmp")
         temporary.touch(mode=0o600)
@@ -63,6 +73,7 @@ class PenguinmailsExporterService(ProcessService):
         temporary.replace(self.config_file)
         self.stop()
         self.start()
+        self.code_file.write_text(code)
         return True
 
     def start(self) -> ServiceStatus:

@@ -118,3 +118,22 @@ def test_the_penguinmails_exporter_serves_routes_on_the_bridge_only_with_a_stack
         == ROUTES_URL
         == f"http://{ROUTES_ADDRESS}/v1/sending-ips"
     )
+
+
+def test_the_dev_exporter_restarts_on_changed_code_as_well_as_changed_config(tmp_path, monkeypatch):
+    from devenv.penguinmails_exporter import PenguinmailsExporterService
+    from modules.ansible import wheelhouse
+
+    service = PenguinmailsExporterService(root=tmp_path)
+    service.dir.mkdir(parents=True, exist_ok=True)
+    starts = []
+    monkeypatch.setattr(service, "stop", lambda: None)
+    monkeypatch.setattr(service, "start", lambda: starts.append(1))
+    monkeypatch.setattr(service, "running", lambda: True)
+    digests = iter(["code-1", "code-1", "code-2"])
+    monkeypatch.setattr(wheelhouse, "digest", lambda: next(digests))
+    text = json.dumps({"stack": "dev"})
+    assert service.install(text) is True  # first time
+    assert service.install(text) is False  # same config, same code: left running
+    assert service.install(text) is True  # same config, new exporter code: restarted
+    assert len(starts) == 2

@@ -54,6 +54,9 @@ def _config(bind, sim, tag: str, address: str) -> dict:
     return {
         "environment": "dev",
         "redis": {"queue_user": f"pm-ips-{tag}", "port": 6390},
+        # Which address each domain leaves from, not how fast: the day-1 hourly cap (a 180 s transport rate
+        # delay) would hold the probes past the wait; tests/integration/test_warmup_caps_agent.py has the caps.
+        "warmup": {"enabled": False},
         "postgres": {
             "oltp": {"name_prefix": f"pm_ips{tag}"},
             **{tier: {"enabled": False} for tier in ("content", "analytics", "queue")},
@@ -271,6 +274,10 @@ def _assigned_and_used(stack, sim, bind, address, prefix, tag, devenv_env):
             if len(lines) >= count:
                 break
             time.sleep(2)
+        else:  # say why on a failure: the node's queue and the end of its mail log
+            for argv in (["postqueue", "-p"], ["sh", "-c", "tail -n 30 /var/log/mail.log 2>/dev/null"]):
+                shown = subprocess.run(["podman", "exec", container, *argv], capture_output=True, text=True)
+                print(shown.stdout[-4000:])
         return lines
 
     send("pinned")

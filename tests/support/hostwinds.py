@@ -155,7 +155,7 @@ def fleet_stack(
     """
     config: dict[str, Any] = {
         "environment": "dev",
-        "hostwinds": hostwinds_section(sim, build_timeout_seconds=120, **(hostwinds or {})),
+        "hostwinds": hostwinds_section(sim, **{"build_timeout_seconds": 120, **(hostwinds or {})}),
         "fleet": {
             "nodes": nodes,
             "rdns_domain": "fleet.penguinmails.test",

@@ -575,8 +575,17 @@ def main(argv: list[str] | None = None) -> int:
         print("changed" if agent.once() else "unchanged")
         return 0
     interval = float(config.get("interval_seconds", 30))
+    # A converge writes the config before postfwd's rules (local and provider domains): read it again as
+    # soon as it changes, so the agent renders what the role renders instead of undoing it.
+    seen = args.config.stat().st_mtime_ns
     while True:
         try:
+            changed = args.config.stat().st_mtime_ns
+            if changed != seen:
+                config = json.loads(args.config.read_text())
+                agent, seen = Agent(config), changed
+                interval = float(config.get("interval_seconds", 30))
+                log.info("config changed: read it again")
             agent.once()
         except Exception:  # keep serving: one bad pass must not stop the agent
             log.exception("pass failed")

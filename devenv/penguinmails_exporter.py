@@ -64,7 +64,12 @@ class PenguinmailsExporterService(ProcessService):
 
         code = wheelhouse.digest()
         same_code = self.code_file.exists() and self.code_file.read_text() == code
-        if self.config_file.exists() and self.config_file.read_text() == text and self.running() and same_code:
+        if (
+            self.config_file.exists()
+            and self.config_file.read_text() == text
+            and self.running()
+            and same_code
+        ):
             return False
         temporary = self.config_file.with_suffix(".tmp")
         temporary.touch(mode=0o600)

@@ -19,6 +19,8 @@ from devenv.base import Service, pid_alive, wait_until
 from modules.errors import DevenvError
 
 POSTGRES_PORT = 5433
+# Settings files of other devenv services, read after penguinmails.conf (see _write_config).
+CONF_DIR = "penguinmails.conf.d"
 PG_BIN = Path(os.environ.get("PENGUINMAILS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"
 ADMIN_USER = "postgres"
@@ -170,7 +172,15 @@ class PostgresService(Service):
             conf.write_text(text.rstrip("\n") + f"\n\n# Managed by devenv/postgres.py\n{include}\n")
         settings = {**SETTINGS, **(PG_CRON_SETTINGS if pg_cron_installed() else {}), "port": str(self.port)}
         ours = self.data_dir / "penguinmails.conf"
-        ours.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+        # Other devenv services (TLS, WAL archiving) drop their own files in CONF_DIR; the server reads
+        # them after these settings, so none of them rewrites another's.
+        conf_dir = self.data_dir / CONF_DIR
+        conf_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(conf_dir, account.pw_uid, account.pw_gid)
+        ours.write_text(
+            "".join(f"{key} = {value}\n" for key, value in settings.items())
+            + f"include_dir = '{CONF_DIR}'\n"
+        )
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
             "# Managed by devenv/postgres.py: TCP on loopback only, SCRAM passwords for every role.\n"

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from modules.config.backup import SECRET_KEYS as BACKUP_SECRET_KEYS
+from modules.config.backup import BackupConfig
 from modules.config.reputation import ReputationConfig
 from modules.config.sending_ips import check_additional_ips, check_sending_ip, sending_ip_reasons
 from modules.config.warmup import WarmupConfig
@@ -40,6 +42,8 @@ TIERS = ("oltp", "content", "analytics", "queue")
 SECRET_KEYS = ("hostwindsApiKey", "redisAdminPassword", "postgresAdminPassword", "tsigSecret")
 # mail.acme's narrow DNS-01 key (added on its own line so other sections' keys merge cleanly).
 SECRET_KEYS += ("acmeTsigSecret",)
+# postgres.backup: the S3 keys and the repository cipher pass (modules/config/backup.py).
+SECRET_KEYS += BACKUP_SECRET_KEYS
 # What ``secretsFromEnv`` may name: every secret key, and one PostgreSQL admin password per tier.
 SECRETS_FROM_ENV_KEYS = (*SECRET_KEYS, *(f"postgresAdminPassword.{tier}" for tier in TIERS))
 # The devenv exports PENGUINMAILS_* variables; a staging or production stack must never read them.
@@ -234,6 +238,8 @@ class PostgresConfig(Strict):
     content: PostgresTierConfig = PostgresTierConfig()
     analytics: PostgresTierConfig = PostgresTierConfig()
     queue: PostgresTierConfig = PostgresTierConfig()
+    # pgBackRest to S3 with PITR; one stanza per cluster (modules/postgres/backup/).
+    backup: BackupConfig = BackupConfig()
 
     def tiers(self) -> dict[str, PostgresTierConfig]:
         return {tier: getattr(self, tier) for tier in TIERS}

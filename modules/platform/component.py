@@ -24,6 +24,7 @@ from modules.dns.sts_fetch import ca_file_for
 from modules.errors import ToolkitError
 from modules.hostwinds.fleet import VpsFleet, sending_addresses
 from modules.monitoring.component import Monitoring, exporter_settings
+from modules.postgres.backup.resource import backup_stanzas
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
 from modules.postgres.fleet_registry import FleetNode, FleetNodeArgs
@@ -156,6 +157,11 @@ class Platform(pulumi.ComponentResource):
             for tier, tier_config in config.postgres.tiers().items()
             if tier_config.enabled
         }
+
+        # Backups (pgBackRest to S3, PITR): one stanza per cluster of the local tiers, after their schemas.
+        self.backup_stanzas = backup_stanzas(
+            name, config.postgres, default_prefix(pulumi.get_stack()), list(self.postgres_tiers.values()), child
+        )
 
         # Each fleet node in the OLTP tier's inventory, where the DNSBL checker and the warm-up job find its IP.
         self.fleet_nodes: list[FleetNode] = []

@@ -1,0 +1,162 @@
+"""An S3-compatible endpoint on loopback (moto's server mode) with TLS, for pgBackRest's repositories.
+
+pgBackRest speaks only HTTPS to S3, so the service makes a dev-only CA and a server certificate for
+``localhost``/127.0.0.1 (once) and runs ``moto_server --ssl-cert/--ssl-key``. moto keeps its state in memory:
+a restart loses the bucket and every backup in it. The bucket is created again on start, and the
+``BackupStanza`` resource's read notices the missing stanza, so the next ``up`` makes a new one.
+
+The access key and secret are dev-only values (moto accepts any); the repository cipher pass is a devenv
+secret (0600). A production stack sets all three as secret config (see modules/config/backup.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import sys
+from pathlib import Path
+
+from devenv.base import REPO_ROOT, ProcessService, ServiceStatus
+from modules.errors import DevenvError
+
+S3_PORT = 9397
+BUCKET = "penguinmails-backups"
+REGION = "us-east-1"
+ACCESS_KEY = "penguinmails-dev"  # moto accepts any key; dev-only
+
+
+class S3Service(ProcessService):
+    name = "s3"
+    port = S3_PORT
+    binary = "python"
+    package = "(PyPI moto[server], this project's dev extras: make bootstrap)"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.dir / "https.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.dir / "https.key"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def endpoint(self) -> str:
+        # localhost, not the IP: the certificate names both, and pgBackRest checks host names.
+        return f"https://localhost:{self.port}"
+
+    def executable(self) -> str:
+        # The project's own interpreter: moto is one of its (dev) packages; see devenv/s3_server.py.
+        for candidate in (REPO_ROOT / ".venv" / "bin" / "python", Path(sys.executable)):
+            if candidate.exists():
+                return str(candidate)
+        return super().executable()
+
+    def process_env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(REPO_ROOT)}
+
+    def prepare(self) -> None:
+        self._ensure_certificate()
+
+    def command(self) -> list[str]:
+        return [
+            "-m",
+            "devenv.s3_server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--ssl-cert",
+            str(self.cert_file),
+            "--ssl-key",
+            str(self.key_file),
+        ]
+
+    def _ensure_certificate(self) -> None:
+        """A dev-only CA and the server certificate for localhost and 127.0.0.1 (made once)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        if self.cert_file.exists() and self.key_file.exists() and self.ca_file.exists():
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "penguinmails devenv s3 CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(*[False] * 5, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.key_file.chmod(0o600)
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def client(self):
+        """A boto3 S3 client for this endpoint (tests and the bucket check)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=self.secret("secret.key"),
+            verify=str(self.ca_file),
+        )
+
+    def ensure_bucket(self) -> None:
+        """The backup bucket; after a restart of moto (state in memory) it is made again, empty."""
+        try:
+            client = self.client()
+            names = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+            if BUCKET not in names:
+                client.create_bucket(Bucket=BUCKET)
+        except Exception as exc:  # botocore raises many kinds; the message is what matters here
+            raise DevenvError(f"s3: cannot create bucket {BUCKET} on {self.endpoint}: {exc}") from None
+
+    def start(self) -> ServiceStatus:
+        status = super().start()
+        self.ensure_bucket()
+        return status
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PENGUINMAILS_S3_ENDPOINT": self.endpoint,
+            "PENGUINMAILS_S3_BUCKET": BUCKET,
+            "PENGUINMAILS_S3_REGION": REGION,
+            "PENGUINMAILS_S3_CA_FILE": str(self.ca_file),
+            "PENGUINMAILS_S3_ACCESS_KEY": ACCESS_KEY,
+            "PENGUINMAILS_S3_SECRET_KEY": self.secret("secret.key"),
+            "PENGUINMAILS_BACKUP_CIPHER_PASS": self.secret("cipher.pass", 48),
+        }

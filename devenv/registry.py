@@ -12,6 +12,7 @@ from devenv.penguinmails_exporter import PenguinmailsExporterService
 from devenv.postgres import PostgresService
 from devenv.prometheus import AlertmanagerService, PrometheusService
 from devenv.redis import RedisService
+from devenv.s3 import S3Service
 from modules.errors import ToolkitError
 
 # Pebble after BIND: it resolves DNS-01 challenges there. Monitoring after the servers it watches, the sink
@@ -20,6 +21,8 @@ SERVICE_CLASSES: list[type[Service]] = [
     RedisService,
     HostwindsService,
     PostgresService,
+    # After postgres: its start turns on the cluster's WAL archiving (one restart, the first time).
+    S3Service,
     BindService,
     PebbleService,
     AlertSinkService,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import sys
 from pathlib import Path
 
@@ -148,7 +149,44 @@ class S3Service(ProcessService):
     def start(self) -> ServiceStatus:
         status = super().start()
         self.ensure_bucket()
+        self.enable_archiving()
         return status
+
+    def enable_archiving(self) -> None:
+        """Turn on WAL archiving of the devenv cluster beside this service (one restart, the first time).
+
+        Until a stack's BackupStanza writes its real archive command, ``/bin/true`` stands in: nothing is
+        kept, so WAL does not pile up; the stanza's first full backup starts the recoverable history.
+        """
+        import pwd
+
+        import psycopg
+
+        from devenv.postgres import CONF_DIR, OS_USER, PostgresService
+
+        postgres = PostgresService(root=self.dir.parent)
+        if not postgres.running():
+            return
+        conf = postgres.data_dir / CONF_DIR / "pgbackrest.conf"
+        if not conf.exists():
+            account = pwd.getpwnam(OS_USER)
+            conf.write_text("# devenv/s3.py: until a stack's BackupStanza sets its own\narchive_mode = on\n"
+                            "archive_command = '/bin/true'\n")  # fmt: skip
+            conf.chmod(0o600)
+            os.chown(conf, account.pw_uid, account.pw_gid)
+        env = postgres.env()
+        with psycopg.connect(
+            host=env["PENGUINMAILS_POSTGRES_HOST"],
+            port=int(env["PENGUINMAILS_POSTGRES_PORT"]),
+            user=env["PENGUINMAILS_POSTGRES_ADMIN_USER"],
+            password=env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"],
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            on = conn.execute("SHOW archive_mode").fetchone()[0] == "on"
+        if not on:
+            postgres.stop()
+            postgres.start()
 
     def env(self) -> dict[str, str]:
         return {

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from modules.cli import config_cmd, devenv_cmd, dns_cmd, fleet_cmd, monitoring_cmd, queue_cmd, warmup_cmd
+from modules.cli import (
+    config_cmd,
+    db_cmd,
+    devenv_cmd,
+    dns_cmd,
+    fleet_cmd,
+    monitoring_cmd,
+    queue_cmd,
+    warmup_cmd,
+)
 from modules.cli.console import errors
 from modules.errors import ToolkitError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
 app.add_typer(devenv_cmd.app, name="devenv")
 app.add_typer(dns_cmd.app, name="dns")
 app.add_typer(fleet_cmd.app, name="fleet")

@@ -34,6 +34,7 @@ from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import DomainReport, expectations_from_output, verify
 from modules.errors import ToolkitError
+from modules.monitoring.backup_metrics import BackupReader, BackupSource
 from modules.monitoring.periodic import Periodic as _Periodic
 from modules.monitoring.warmup_loop import WarmupLoop
 from modules.reputation.checker import Round, run_round
@@ -131,6 +132,8 @@ class ExporterConfig(_Model):
     warmup_plan: WarmupPlan | None = None
     warmup_start_day: int = Field(default=1, ge=1)
     warmup_interval_seconds: float = Field(default=3600.0, ge=1, le=86400)
+    # pgBackRest stanzas whose backup age and last result are exported (modules/monitoring/backup_metrics.py).
+    backup_stanzas: list[BackupSource] = Field(default_factory=list)
 
     @field_validator("prometheus_url")
     @classmethod
@@ -348,6 +351,7 @@ class PenguinmailsCollector(Collector):
         self.dns = dns
         self.warmup = warmup
         self.queue = QueueReader(config.queue, config.scrape_timeout_seconds) if config.queue else None
+        self.backups = BackupReader(config.backup_stanzas) if config.backup_stanzas else None
         self._lock = threading.Lock()  # one scrape at a time shares the queue connections
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -367,6 +371,8 @@ class PenguinmailsCollector(Collector):
         yield from self._dns()
         if self.warmup is not None:
             yield from self.warmup.collect(up)
+        if self.backups is not None:
+            yield from self.backups.collect()
         yield up
 
     def _dns(self) -> Iterator[GaugeMetricFamily]:

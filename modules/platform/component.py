@@ -160,7 +160,11 @@ class Platform(pulumi.ComponentResource):
 
         # Backups (pgBackRest to S3, PITR): one stanza per cluster of the local tiers, after their schemas.
         self.backup_stanzas = backup_stanzas(
-            name, config.postgres, default_prefix(pulumi.get_stack()), list(self.postgres_tiers.values()), child
+            name,
+            config.postgres,
+            default_prefix(pulumi.get_stack()),
+            list(self.postgres_tiers.values()),
+            child,
         )
 
         # Each fleet node in the OLTP tier's inventory, where the DNSBL checker and the warm-up job find its IP.

@@ -311,3 +311,18 @@ def remove(cluster: Cluster) -> None:
     cluster.archive_conf.unlink(missing_ok=True)
     shutil.rmtree(cluster.work_dir / "spool", ignore_errors=True)
     cluster.config_file.unlink(missing_ok=True)
+
+
+def record_result(cluster: Cluster, ok: bool, message: str = "") -> None:
+    """What the last ``penguinmails db backup`` did (the exporter's penguinmails_backup_last_ok)."""
+    import time
+
+    path = cluster.work_dir / f"{cluster.stanza}.last-backup.json"
+    path.write_text(json.dumps({"ok": ok, "time": time.time(), "message": message[:500]}))
+
+
+def read_result(cluster: Cluster) -> dict[str, Any] | None:
+    try:
+        return json.loads((cluster.work_dir / f"{cluster.stanza}.last-backup.json").read_text())
+    except (OSError, ValueError):
+        return None

@@ -190,7 +190,7 @@ def backup_stanzas(
         return []
     stanzas = []
     for index, tiers in enumerate(stanza_groups(postgres).values()):
-        stanza = prefix.replace("_", "-") + ("" if index == 0 else f"-{index + 1}")
+        stanza = stanza_name(prefix, index)
         args = BackupStanzaArgs(pulumi.get_stack(), stanza, tiers, config.retention_for(tiers))
         stanzas.append(
             BackupStanza(
@@ -200,3 +200,20 @@ def backup_stanzas(
             )
         )
     return stanzas
+
+
+def stanza_name(prefix: str, index: int) -> str:
+    return prefix.replace("_", "-") + ("" if index == 0 else f"-{index + 1}")
+
+
+def stanza_for(postgres, stack: str, tier: str) -> str:
+    """The stanza holding ``tier`` on ``stack``, named as :func:`backup_stanzas` names it."""
+    from modules.postgres.component import default_prefix
+
+    for index, tiers in enumerate(stanza_groups(postgres).values()):
+        if tier in tiers:
+            return stanza_name(default_prefix(stack), index)
+    raise pb.BackupError(
+        f"postgres.{tier}: no stanza on stack {stack!r} (the tier is disabled or a server tier, whose host "
+        "runs pgBackRest itself)"
+    )

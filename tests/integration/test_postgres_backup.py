@@ -38,8 +38,8 @@ def stack():
     os.environ.update(s3.env())
     try:
         with private_cluster("backup-pg-") as service:
-            db = provision("oltp", prefix="backup_t")
-            props = {"stack": "itest", "stanza": "backup-itest", "tiers": ["oltp"], "retention_days": 90}
+            db = provision("oltp", prefix="pm_itest")
+            props = {"stack": "itest", "stanza": "pm-itest", "tiers": ["oltp"], "retention_days": 90}
             provider = BackupStanzaProvider()
             cluster = pb.cluster_of(db.target, props["stanza"])
             pb.install(cluster, pb.repo_from_settings(provider.settings_or_default(), "itest"), 90)
@@ -159,6 +159,72 @@ def test_kill_the_primary_during_a_backup(stack):
     assert len(after) == len(before) + 1 and not after[-1]["error"]
     # The drill still restores from good backups only.
     assert rs.drill(cluster, db.database).ok
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``penguinmails ARGS`` in this process, with the dev settings the devenv variables point at."""
+    import sys
+
+    from modules.cli import db_cmd, main
+    from modules.providers import ProviderSettings
+
+    monkeypatch.setattr(db_cmd, "stack_settings", lambda stack, cwd: ProviderSettings())
+    monkeypatch.setattr(sys, "argv", ["penguinmails", *args])
+    capsys.readouterr()
+    try:
+        main.run()
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_cli_info_drill_and_refusals(stack, monkeypatch, capsys):
+    code, out = _cli(monkeypatch, capsys, "db", "info", "--stack", "itest", "--tier", "oltp")
+    assert code == 0 and "pm-itest" in out and "full" in out
+    code, out = _cli(monkeypatch, capsys, "db", "restore-drill", "--stack", "itest", "--tier", "oltp")
+    assert code == 0, out
+    assert "passed" in out and "platform.plans" in out and "total" in out
+    live = str(stack["cluster"].data_dir)
+    code, out = _cli(monkeypatch, capsys, "db", "restore", "--stack", "itest", "--target", live)
+    assert code != 0 and "live cluster" in out and "Traceback" not in out
+    code, out = _cli(
+        monkeypatch, capsys, "db", "restore", "--stack", "itest", "--target", "/tmp/x", "--in-place"
+    )
+    assert code != 0 and "--yes" in out
+
+
+def test_metrics_age_and_last_result(stack):
+    from modules.monitoring.backup_metrics import BackupReader, BackupSource
+
+    cluster = stack["cluster"]
+    families = {
+        f.name: f
+        for f in BackupReader([BackupSource(stanza=cluster.stanza, work_dir=str(cluster.work_dir))]).collect()
+    }
+    ok = families["penguinmails_backup_last_ok"].samples[0]
+    assert ok.labels == {"stanza": cluster.stanza} and ok.value == 1.0
+    assert 0 <= families["penguinmails_backup_age_seconds"].samples[0].value < 3600
+    pb.record_result(cluster, False, "disk full")
+    families = {
+        f.name: f
+        for f in BackupReader([BackupSource(stanza=cluster.stanza, work_dir=str(cluster.work_dir))]).collect()
+    }
+    assert families["penguinmails_backup_last_ok"].samples[0].value == 0.0
+    pb.record_result(cluster, True)
+
+
+def test_moto_restart_is_drift_and_update_repairs_it(stack):
+    """moto keeps the bucket in memory: after a restart read reports drift, and update makes a new stanza."""
+    s3, provider, props = stack["s3"], stack["provider"], {**stack["props"], "drift": []}
+    s3.stop()
+    s3.start()
+    read = provider.read(stack["id"], props)
+    assert read.outs["drift"] and "missing" in read.outs["drift"][0]
+    updated = provider.update(stack["id"], read.outs, props)
+    assert updated.outs["drift"] == [] and updated.outs["last_label"]
+    assert provider.read(stack["id"], props).outs["drift"] == []
 
 
 def test_corrupted_backup_file_fails_the_drill_with_a_clear_message(stack):

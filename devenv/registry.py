@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devenv.alert_sink import AlertSinkService
+from devenv.backup_scheduler import BackupSchedulerService
 from devenv.base import Service, ServiceStatus
 from devenv.bind import BindService
 from devenv.exporters import BindExporterService, PostgresExporterService, RedisExporterService
@@ -32,6 +33,8 @@ SERVICE_CLASSES: list[type[Service]] = [
     BindExporterService,
     PenguinmailsExporterService,
     PrometheusService,
+    # Backups and the weekly restore drill of the dev stack (idle until the stack writes its schedule).
+    BackupSchedulerService,
 ]
 
 

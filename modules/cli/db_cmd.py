@@ -154,3 +154,49 @@ def drill_command(stack: str = STACK, tier: str = TIER, cwd: Path = CWD) -> None
     if not report.ok:
         raise rs.DrillFailed(f"restore drill of {stack}/{tier} FAILED: " + "; ".join(report.problems))
     console.print(f"restore drill of {stack}/{tier} passed in {report.phases.get('total', 0):.1f} s")
+
+
+def _jobs(stack: str, cwd: Path):
+    from modules.postgres.backup import scheduler
+    from modules.postgres.backup.resource import stanza_groups
+
+    settings = stack_settings(stack, cwd)
+    postgres = PostgresConfig.model_validate(settings.section("postgres"))
+    groups = {str(key): tiers for key, tiers in stanza_groups(postgres).items()}
+    return scheduler.jobs_for(stack, groups, postgres.backup)
+
+
+@app.command("cron")
+def cron_command(stack: str = STACK, cwd: Path = CWD) -> None:
+    """The /etc/cron.d lines of the stack's backups and weekly restore drill (for a host's scheduler)."""
+    from modules.postgres.backup import scheduler
+
+    for line in scheduler.cron_lines(_jobs(stack, cwd)):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("backup-scheduler")
+def scheduler_command(
+    config: Path | None = typer.Option(
+        None, "--config", help="Run the jobs of this file (the devenv service)."
+    ),
+    stack: str = STACK,
+    install: bool = typer.Option(False, "--install", help="Write the stack's jobs for the devenv scheduler."),
+    cwd: Path = CWD,
+) -> None:
+    """Run due backups and drills by cron expression (UTC), or with --install write the stack's jobs."""
+    import sys
+
+    from modules.postgres.backup import scheduler
+
+    if install:
+        from devenv.backup_scheduler import BackupSchedulerService
+
+        service = BackupSchedulerService()
+        jobs = [{"schedule": j.schedule, "args": j.args} for j in _jobs(stack, cwd)]
+        service.install(json.dumps({"cwd": str(cwd.resolve()), "jobs": jobs}, indent=2))
+        console.print(f"backup scheduler: {len(jobs)} job(s) of stack {stack} in {service.config_file}")
+        return
+    if config is None:
+        raise ToolkitError("backup-scheduler: give --config FILE, or --stack S --install")
+    scheduler.serve(config, str(Path(sys.executable).parent / "penguinmails"))

@@ -54,7 +54,7 @@ def test_one_stanza_per_cluster():
     split = PostgresConfig.model_validate({"analytics": {"port": 5434}, "queue": {"enabled": False}})
     assert list(stanza_groups(split).values()) == [["oltp", "content"], ["analytics"]]
     assert stanza_for(split, "dev", "analytics") == "pm-dev-2"
-    with pytest.raises(pb.BackupError, match="postgres.queue"):
+    with pytest.raises(pb.BackupError, match=r"postgres\.queue"):
         stanza_for(split, "dev", "queue")
 
 
@@ -62,7 +62,9 @@ def test_repo_needs_its_secrets_and_https():
     settings = ProviderSettings(
         {
             "penguinmails:environment": "production",
-            "penguinmails:postgres": {"backup": {"endpoint": "https://s3.internal.test:9000", "bucket": "pm-backups"}},
+            "penguinmails:postgres": {
+                "backup": {"endpoint": "https://s3.internal.test:9000", "bucket": "pm-backups"}
+            },
             "penguinmails:backupS3AccessKey": "AK",
             "penguinmails:backupS3SecretKey": "SK",
         }
@@ -79,13 +81,15 @@ def test_production_never_reads_the_devenv_variables(monkeypatch):
     monkeypatch.setenv(pb.ENV_ENDPOINT, "https://localhost:9397")
     monkeypatch.setenv(pb.ENV_CIPHER_PASS, "dev-pass")
     settings = ProviderSettings({"penguinmails:environment": "production"})
-    with pytest.raises(pb.BackupError, match="postgres.backup.endpoint"):
+    with pytest.raises(pb.BackupError, match=r"postgres\.backup\.endpoint"):
         pb.repo_from_settings(settings, "prod")
 
 
 def test_rendered_config_and_archive_command():
     cluster = pb.Cluster("pm-dev", Path("/srv/pg/data"), 5433)
-    repo = pb.Repo("localhost", 9397, "b", "us-east-1", "path", True, "/ca.pem", "/penguinmails/dev", 2, "AK", "SK", "CP")
+    repo = pb.Repo(
+        "localhost", 9397, "b", "us-east-1", "path", True, "/ca.pem", "/penguinmails/dev", 2, "AK", "SK", "CP"
+    )
     text = pb.render_config(cluster, repo, 365)
     for line in (
         "repo1-type=s3",

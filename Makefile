@@ -33,6 +33,7 @@ stack: bootstrap engine
 up: devenv-start stack ## Create or update the dev stack for real, then check its monitoring coverage.
 	@$(ENV) pulumi up --stack $(STACK) --yes --non-interactive --skip-preview --color never
 	@$(ENV) .venv/bin/penguinmails monitoring exporter --stack $(STACK) --install
+	@$(ENV) .venv/bin/penguinmails db backup-scheduler --stack $(STACK) --install
 	@$(ENV) .venv/bin/penguinmails monitoring coverage --stack $(STACK) --wait 120
 
 preview: devenv-start stack ## Show what `make up` would change.

@@ -55,8 +55,8 @@ def run() -> dict:
             result["database_mb"] = round(
                 conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
             )
-        cluster = pb.cluster_of(target, "pm-bench")
-        pb.install(cluster, pb.repo_from_settings(ProviderSettings(), "bench"), 90)
+        cluster = pb.cluster_of(target, "bench")
+        pb.install(cluster, pb.repo_from_settings(ProviderSettings(), cluster.stanza), 90)
 
         def restart():
             postgres.stop()

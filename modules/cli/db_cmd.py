@@ -18,7 +18,7 @@ from modules.config.model import TIERS, PostgresConfig
 from modules.errors import ToolkitError
 from modules.postgres.backup import pgbackrest as pb
 from modules.postgres.backup import restore as rs
-from modules.postgres.backup.resource import stanza_for
+from modules.postgres.backup.resource import stanza_for, stanza_name
 from modules.postgres.client import server_target
 from modules.postgres.component import default_prefix, tier_names
 from modules.providers import ProviderSettings
@@ -42,8 +42,11 @@ def tier_context(settings: ProviderSettings, stack: str, tier: str) -> TierConte
     if tier not in TIERS:
         raise ToolkitError(f"--tier must be one of {', '.join(TIERS)}, got {tier!r}")
     postgres = PostgresConfig.model_validate(settings.section("postgres"))
-    stanza = stanza_for(postgres, stack, tier)
-    cluster = pb.cluster_of(server_target(settings, tier), stanza)
+    stanza_for(postgres, stack, tier)  # an enabled local tier, or a clear error
+    target = server_target(settings, tier)
+    # Named after the port the cluster really listens on (a dev stack's devenv variables may move it).
+    cluster = pb.cluster_of(target, stanza_name(target.port))
+    stanza = cluster.stanza
     if not cluster.config_file.exists():
         raise pb.BackupError(
             f"stanza {stanza}: not set up on this machine yet; run `pulumi up` for stack {stack!r}"
@@ -146,6 +149,13 @@ def drill_command(stack: str = STACK, tier: str = TIER, cwd: Path = CWD) -> None
     for name, count in report.source.counts.items():
         have = restored.get(name)
         table.add_row(name, str(count), "-" if have is None else str(have), "yes" if have == count else "NO")
+    ledger_ok = report.restored is not None and report.restored.ledger == report.source.ledger
+    table.add_row(
+        "migration ledger",
+        f"{len(report.source.ledger)} migrations",
+        f"{len(report.restored.ledger)} migrations" if report.restored else "-",
+        "yes" if ledger_ok else "NO",
+    )
     console.print(table)
     phases = Table("phase", "seconds")
     for name, secs in report.phases.items():

@@ -62,6 +62,11 @@ def _read_ca(path: str | None) -> str:
         raise ToolkitError(f"monitoring: cannot read the CA file {path}: {exc.strerror or exc}") from None
 
 
+def _with_backups(stanzas: list) -> dict:
+    """The exporter's ``backup_stanzas`` (stanza name and pgBackRest folder of each)."""
+    return {"backup_stanzas": [{"stanza": s, "work_dir": w} for s, w in stanzas if s and w]}
+
+
 class Platform(pulumi.ComponentResource):
     """A whole PenguinMails environment, built from a validated :class:`StackConfig`."""
 
@@ -159,13 +164,7 @@ class Platform(pulumi.ComponentResource):
         }
 
         # Backups (pgBackRest to S3, PITR): one stanza per cluster of the local tiers, after their schemas.
-        self.backup_stanzas = backup_stanzas(
-            name,
-            config.postgres,
-            default_prefix(pulumi.get_stack()),
-            list(self.postgres_tiers.values()),
-            child,
-        )
+        self.backup_stanzas = backup_stanzas(name, config.postgres, list(self.postgres_tiers.values()), child)
 
         # Each fleet node in the OLTP tier's inventory, where the DNSBL checker and the warm-up job find its IP.
         self.fleet_nodes: list[FleetNode] = []
@@ -315,7 +314,7 @@ class Platform(pulumi.ComponentResource):
             "routes_token": self.routes_token,
             "warmup_url": oltp_tier.warmup_url if oltp_tier is not None and config.warmup.enabled else None,
         }
-        return pulumi.Output.secret(
+        settings = pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
                 lambda v: exporter_settings(
                     stack=pulumi.get_stack(),
@@ -340,6 +339,9 @@ class Platform(pulumi.ComponentResource):
                 )
             )
         )
+        # The devenv exporter reads each stanza's pgBackRest files (backup age and last result).
+        backups = pulumi.Output.all(*[pulumi.Output.all(b.stanza, b.work_dir) for b in self.backup_stanzas])
+        return pulumi.Output.all(settings, backups).apply(lambda v: {**v[0], **_with_backups(v[1])})
 
     def _redis_vps(self, name: str, config: StackConfig, queue_password, child) -> tuple[pulumi.Output, int]:
         """The queue's Redis on its own VPS: ordered like a fleet node, TLS from the stack's CA (clients

@@ -21,7 +21,7 @@ from devenv.s3 import BUCKET, S3Service
 from modules.errors import DevenvError
 from modules.postgres.backup import pgbackrest as pb
 from modules.postgres.backup import restore as rs
-from modules.postgres.backup.resource import BackupStanzaProvider
+from modules.postgres.backup.resource import BackupStanzaProvider, stanza_name
 from modules.postgres.client import connect
 from tests.support.postgres import private_cluster, provision
 
@@ -39,10 +39,15 @@ def stack():
     try:
         with private_cluster("backup-pg-") as service:
             db = provision("oltp", prefix="pm_itest")
-            props = {"stack": "itest", "stanza": "pm-itest", "tiers": ["oltp"], "retention_days": 90}
+            props = {
+                "stack": "itest",
+                "stanza": stanza_name(service.port),
+                "tiers": ["oltp"],
+                "retention_days": 90,
+            }
             provider = BackupStanzaProvider()
             cluster = pb.cluster_of(db.target, props["stanza"])
-            pb.install(cluster, pb.repo_from_settings(provider.settings_or_default(), "itest"), 90)
+            pb.install(cluster, pb.repo_from_settings(provider.settings_or_default(), props["stanza"]), 90)
 
             def restart():
                 service.stop()
@@ -182,7 +187,7 @@ def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 
 def test_cli_info_drill_and_refusals(stack, monkeypatch, capsys):
     code, out = _cli(monkeypatch, capsys, "db", "info", "--stack", "itest", "--tier", "oltp")
-    assert code == 0 and "pm-itest" in out and "full" in out
+    assert code == 0 and stack["cluster"].stanza in out and "full" in out
     code, out = _cli(monkeypatch, capsys, "db", "restore-drill", "--stack", "itest", "--tier", "oltp")
     assert code == 0, out
     assert "passed" in out and "platform.plans" in out and "total" in out
@@ -231,7 +236,7 @@ def test_corrupted_backup_file_fails_the_drill_with_a_clear_message(stack):
     cluster, s3 = stack["cluster"], stack["s3"]
     client = s3.client()
     label = pb.last_backup(pb.info(cluster))["label"]
-    prefix = f"penguinmails/itest/backup/{cluster.stanza}/{label}/"
+    prefix = f"penguinmails/{cluster.stanza}/backup/{cluster.stanza}/{label}/"
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
     victims = [k for k in keys if "/pg_data/" in k or "/bundle/" in k]
     assert victims, keys

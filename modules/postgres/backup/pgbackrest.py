@@ -70,8 +70,9 @@ def backup_config(settings: ProviderSettings) -> BackupConfig:
     return BackupConfig.model_validate(raw if isinstance(raw, dict) else {})
 
 
-def repo_from_settings(settings: ProviderSettings, stack: str, config: BackupConfig | None = None) -> Repo:
-    """The repository of ``stack``: config (dev: the devenv's s3 variables first) and secret config."""
+def repo_from_settings(settings: ProviderSettings, stanza: str, config: BackupConfig | None = None) -> Repo:
+    """The repository of ``stanza`` (``<repo_path>/<stanza>``): config (dev: the devenv's s3 variables
+    first) and secret config."""
     config = config or backup_config(settings)
     endpoint = settings.endpoint(ENV_ENDPOINT, config.endpoint)
     bucket = settings.endpoint(ENV_BUCKET, config.bucket)
@@ -100,7 +101,7 @@ def repo_from_settings(settings: ProviderSettings, stack: str, config: BackupCon
         uri_style=config.uri_style,
         verify_tls=config.verify_tls,
         ca_file=settings.endpoint(ENV_CA_FILE, config.ca_file),
-        path=f"{config.repo_path.rstrip('/')}/{stack}",
+        path=f"{config.repo_path.rstrip('/')}/{stanza}",
         process_max=config.process_max,
         access_key=str(secrets["backupS3AccessKey"]),
         secret_key=str(secrets["backupS3SecretKey"]),

@@ -3,10 +3,12 @@
 create writes the stanza's config and the archive settings, runs ``stanza-create`` and ``check`` and takes
 the first full backup. read (``pulumi refresh``) asks ``pgbackrest info``: a missing stanza (moto restarted
 and lost the bucket) or no backup becomes ``drift``, so the next ``up`` repairs it. delete runs
-``stanza-delete`` only for a stanza this resource created: the id holds a random part that only create
-writes into ``<work dir>/<stanza>.owner``.
+``stanza-delete`` only for a stanza it created, and only when no other stack still uses it: each create
+adds its id (with a random part) to ``<work dir>/<stanza>.owners`` and each delete takes its own out.
 
-Tiers sharing one cluster (the dev stack's four) share its stanza; retention is the longest of theirs.
+A cluster has one archive command, so one stanza: it is named after the cluster (``local-<port>``), not
+the stack, and stacks sharing a dev cluster (dev and a test stack) share it. Tiers sharing one cluster
+(the dev stack's four) share its stanza; retention is the longest of theirs.
 The resource runs where the cluster's files are (a dev stack's local tiers); a server tier's host gets its
 config and cron entries from its Ansible role, with the same commands (``penguinmails db backup``).
 """
@@ -22,7 +24,9 @@ import pulumi
 import pulumi.dynamic as dynamic
 
 from modules.config.model import TIERS
+from modules.errors import ToolkitError
 from modules.postgres.backup import pgbackrest as pb
+from modules.postgres.client import connect
 from modules.postgres.resources import _changed, _PostgresProvider, _read_result
 
 STANZA_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -76,7 +80,7 @@ class BackupStanzaProvider(_PostgresProvider):
         return pb.cluster_of(self._target({"tier": props["tiers"][0]}), props["stanza"])
 
     def _repo(self, props: dict[str, Any]) -> pb.Repo:
-        return pb.repo_from_settings(self.settings_or_default(), props["stack"])
+        return pb.repo_from_settings(self.settings_or_default(), props["stanza"])
 
     def settings_or_default(self):
         from modules.providers import ProviderSettings
@@ -88,7 +92,7 @@ class BackupStanzaProvider(_PostgresProvider):
         if self.settings_or_default().is_dev:
             ensure_bucket(repo)
         pb.install(cluster, repo, int(props["retention_days"]))
-        (cluster.work_dir / f"{cluster.stanza}.owner").write_text(owner + "\n")
+        _owners_add(cluster, owner)
         if not pb.archive_mode_on(cluster):
             raise pb.BackupError(
                 f"BackupStanza[{cluster.stanza}]: archive_mode is off on {cluster.host}:{cluster.port}; it needs "
@@ -99,7 +103,12 @@ class BackupStanzaProvider(_PostgresProvider):
         if pb.last_backup(pb.info(cluster)) is None:
             pb.run(cluster, "backup", "--type=full")
         last = pb.last_backup(pb.info(cluster))
-        return {**props, "drift": [], "last_label": (last or {}).get("label", "")}
+        return {
+            **props,
+            "drift": [],
+            "last_label": (last or {}).get("label", ""),
+            "work_dir": str(cluster.work_dir),
+        }
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         owner = f"{props['stack']}/{props['stanza']}/{secrets.token_hex(6)}"
@@ -123,22 +132,43 @@ class BackupStanzaProvider(_PostgresProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         cluster = self._cluster(props)
-        marker = cluster.work_dir / f"{cluster.stanza}.owner"
-        if not marker.exists() or marker.read_text().strip() != id_:
-            return  # not the stanza this resource made: leave the repository alone
+        owners = _owners(cluster)
+        if id_ not in owners:
+            return  # not a stanza this resource made: leave the repository alone
+        _owners_write(cluster, [o for o in owners if o != id_])
+        if len(owners) > 1:
+            return  # another stack still backs up this cluster
         if cluster.config_file.exists():
             pb.run(cluster, "stop", check=False)
             pb.run(cluster, "stanza-delete", "--force", check=False, timeout=600)
             pb.run(cluster, "start", check=False)
         pb.remove(cluster)
-        marker.unlink(missing_ok=True)
         try:
-            from modules.postgres.client import connect
-
             with connect(cluster.target(), application_name="penguinmails-backup") as conn:
                 conn.execute("SELECT pg_reload_conf()")
-        except pb.ToolkitError:
+        except ToolkitError:
             pass  # the server is gone with the stack
+
+
+def _owners_file(cluster: pb.Cluster):
+    return cluster.work_dir / f"{cluster.stanza}.owners"
+
+
+def _owners(cluster: pb.Cluster) -> list[str]:
+    try:
+        return [line.strip() for line in _owners_file(cluster).read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def _owners_write(cluster: pb.Cluster, owners: list[str]) -> None:
+    _owners_file(cluster).write_text("".join(f"{owner}\n" for owner in owners))
+
+
+def _owners_add(cluster: pb.Cluster, owner: str) -> None:
+    owners = _owners(cluster)
+    if owner not in owners:
+        _owners_write(cluster, [*owners, owner])
 
 
 @dataclass(frozen=True)
@@ -164,12 +194,18 @@ class BackupStanzaArgs:
 class BackupStanza(dynamic.Resource, module="postgres", name="BackupStanza"):
     stanza: pulumi.Output[str]
     last_label: pulumi.Output[str]
+    work_dir: pulumi.Output[str]
     drift: pulumi.Output[list]
 
     def __init__(
         self, resource_name: str, args: BackupStanzaArgs, opts: pulumi.ResourceOptions | None = None
     ):
-        super().__init__(BackupStanzaProvider(), resource_name, {**args.props(), "last_label": None}, opts)
+        super().__init__(
+            BackupStanzaProvider(),
+            resource_name,
+            {**args.props(), "last_label": None, "work_dir": None},
+            opts,
+        )
 
 
 def stanza_groups(postgres) -> dict[tuple[str, int], list[str]]:
@@ -182,15 +218,15 @@ def stanza_groups(postgres) -> dict[tuple[str, int], list[str]]:
 
 
 def backup_stanzas(
-    name: str, postgres, prefix: str, depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions
+    name: str, postgres, depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions
 ) -> list[BackupStanza]:
     """The stack's stanzas (``postgres`` is its PostgresConfig; ``postgres.backup`` says if and how)."""
     config = postgres.backup
     if not config.enabled:
         return []
     stanzas = []
-    for index, tiers in enumerate(stanza_groups(postgres).values()):
-        stanza = stanza_name(prefix, index)
+    for (_host, port), tiers in stanza_groups(postgres).items():
+        stanza = stanza_name(port)
         args = BackupStanzaArgs(pulumi.get_stack(), stanza, tiers, config.retention_for(tiers))
         stanzas.append(
             BackupStanza(
@@ -202,17 +238,16 @@ def backup_stanzas(
     return stanzas
 
 
-def stanza_name(prefix: str, index: int) -> str:
-    return prefix.replace("_", "-") + ("" if index == 0 else f"-{index + 1}")
+def stanza_name(port: int) -> str:
+    """A local cluster's stanza: one per cluster (its port on this machine), whichever stacks use it."""
+    return f"local-{port}"
 
 
 def stanza_for(postgres, stack: str, tier: str) -> str:
     """The stanza holding ``tier`` on ``stack``, named as :func:`backup_stanzas` names it."""
-    from modules.postgres.component import default_prefix
-
-    for index, tiers in enumerate(stanza_groups(postgres).values()):
+    for (_host, port), tiers in stanza_groups(postgres).items():
         if tier in tiers:
-            return stanza_name(default_prefix(stack), index)
+            return stanza_name(port)
     raise pb.BackupError(
         f"postgres.{tier}: no stanza on stack {stack!r} (the tier is disabled or a server tier, whose host "
         "runs pgBackRest itself)"

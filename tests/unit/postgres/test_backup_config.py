@@ -50,10 +50,10 @@ def test_secret_keys_are_secret_config():
 def test_one_stanza_per_cluster():
     shared = PostgresConfig()
     assert list(stanza_groups(shared).values()) == [["oltp", "content", "analytics", "queue"]]
-    assert stanza_for(shared, "dev", "queue") == "pm-dev"
+    assert stanza_for(shared, "dev", "queue") == "local-5433"
     split = PostgresConfig.model_validate({"analytics": {"port": 5434}, "queue": {"enabled": False}})
     assert list(stanza_groups(split).values()) == [["oltp", "content"], ["analytics"]]
-    assert stanza_for(split, "dev", "analytics") == "pm-dev-2"
+    assert stanza_for(split, "dev", "analytics") == "local-5434"
     with pytest.raises(pb.BackupError, match=r"postgres\.queue"):
         stanza_for(split, "dev", "queue")
 

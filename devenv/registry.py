@@ -32,9 +32,9 @@ SERVICE_CLASSES: list[type[Service]] = [
     RedisExporterService,
     BindExporterService,
     PenguinmailsExporterService,
-    PrometheusService,
     # Backups and the weekly restore drill of the dev stack (idle until the stack writes its schedule).
     BackupSchedulerService,
+    PrometheusService,
 ]
 
 

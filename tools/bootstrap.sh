@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(redis-server postgresql-15 postgresql-client-15 postgresql-15-cron bind9 bind9-utils podman runc
           debootstrap uidmap slirp4netns iproute2 openssh-client sshpass pebble testssl.sh
           prometheus prometheus-alertmanager prometheus-node-exporter prometheus-postgres-exporter
-          prometheus-redis-exporter prometheus-bind-exporter prometheus-postfix-exporter postfwd)
+          prometheus-redis-exporter prometheus-bind-exporter prometheus-postfix-exporter postfwd pgbouncer)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

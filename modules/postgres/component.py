@@ -26,6 +26,7 @@ from modules.config.model import PostgresTierConfig
 from modules.postgres.client import connection_url
 from modules.postgres.duties import CONNECTION_LIMITS, duties_for, grants_for, settings_for
 from modules.postgres.maintenance import MAINTAINED_TIERS
+from modules.postgres.pooler import POOL_SIZES, PoolerDatabase, PoolerDatabaseArgs
 from modules.postgres.resources import Database, Extension, Role, SchemaMigrations
 from modules.postgres.schedule import MaintenanceSchedule, MaintenanceScheduleArgs
 
@@ -171,6 +172,35 @@ class PostgresTier(pulumi.ComponentResource):
             url(self.reputation.role, passwords["reputation"]) if self.reputation is not None else None
         )
         self.warmup_url = url(self.warmup.role, passwords["warmup"]) if self.warmup is not None else None
+        # PgBouncer in front of a local tier: pooled URLs for the tenant-facing roles (transaction mode, so
+        # no session state; the direct URLs above stay for migrations, advisory locks and LISTEN).
+        self.pooler: PoolerDatabase | None = None
+        self.app_pooled_url: pulumi.Output[str] | None = None
+        self.readonly_pooled_url: pulumi.Output[str] | None = None
+        if config.pooling and config.mode == "local":
+            self.pooler = PoolerDatabase(
+                f"{name}-pooler",
+                PoolerDatabaseArgs(
+                    tier=tier,
+                    database=names.database,
+                    role_prefix=names.app.removesuffix("app"),
+                    pool_size=config.pool_size or POOL_SIZES[tier],
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.app, self.readonly]),
+            )
+
+            def pooled(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
+                # The pooler requires TLS; clients verify it with the devenv CA (PENGUINMAILS_PGBOUNCER_CA_FILE).
+                return pulumi.Output.secret(
+                    pulumi.Output.all(user, password, self.pooler.id).apply(
+                        lambda args: connection_url(
+                            args[0], args[1], config.host, config.pool_port, names.database, "require"
+                        )
+                    )
+                )
+
+            self.app_pooled_url = pooled(self.app.role, passwords["app"])
+            self.readonly_pooled_url = pooled(self.readonly.role, passwords["readonly"])
         outputs = {
             "database": names.database,
             "app_role": self.app.role,
@@ -178,6 +208,9 @@ class PostgresTier(pulumi.ComponentResource):
             "readonly_url": self.readonly_url,
             "migrations": self.migrations.migrations,
         }
+        if self.app_pooled_url is not None:
+            outputs["app_pooled_url"] = self.app_pooled_url
+            outputs["readonly_pooled_url"] = self.readonly_pooled_url
         if self.worker_url is not None:
             outputs["worker_url"] = self.worker_url
         if self.reputation_url is not None:

@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
   # No init system here: Debian's postinst may start daemons on default ports; the devenv runs its own.
   for svc in redis-server named bind9 prometheus prometheus-alertmanager prometheus-node-exporter \
              prometheus-postgres-exporter prometheus-redis-exporter prometheus-bind-exporter \
-             prometheus-postfix-exporter postfwd; do service "$svc" stop >/dev/null 2>&1 || true; done
+             prometheus-postfix-exporter postfwd pgbouncer; do service "$svc" stop >/dev/null 2>&1 || true; done
 fi
 bash tools/configure-podman.sh  # runc + no default ulimits: what podman needs on these machines
 

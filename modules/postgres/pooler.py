@@ -8,7 +8,7 @@ the tier's own prefix (``<prefix>_<tier>_``), that may CONNECT to this database,
 neither superuser, replication, BYPASSRLS nor the database owner (the migrator uses its direct URL): for
 anything else it returns no row, so PgBouncer refuses the login.
 
-The pooler's entry ``<database> = host=… port=… dbname=… pool_size=N max_db_connections=N`` goes into its
+The pooler's entry ``<database> = host=… port=… dbname=… pool_size=N max_db_connections=N+2`` goes into its
 ``%include``-d databases file (one writer at a time, under a lock), applied with ``RELOAD`` on its admin
 console. Only a local (devenv) tier is pooled so far: the pooler's address and credentials are the devenv's
 ``PENGUINMAILS_PGBOUNCER_*`` variables.
@@ -132,10 +132,15 @@ def show_databases(target: PoolerTarget) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- databases file
 
 
+# Server connections a database may have beyond its pool: PgBouncer's auth_query connection counts against
+# max_db_connections, and without room for it a login evicts a pooled server connection (or waits for one).
+AUTH_HEADROOM = 2
+
+
 def entry_line(alias: str, host: str, port: int, database: str, pool_size: int) -> str:
     return (
         f"{alias} = host={host} port={port} dbname={database} pool_size={pool_size} "
-        f"max_db_connections={pool_size}\n"
+        f"max_db_connections={pool_size + AUTH_HEADROOM}\n"
     )
 
 

@@ -205,8 +205,10 @@ def lookup_function_sql(role_prefix: str, auth_user: str) -> list[sql.Composed]:
     """The statements that (re)install ``pgbouncer.user_lookup`` for roles named ``role_prefix…``."""
     fn = sql.Identifier(SCHEMA, FUNCTION)
     auth = sql.Identifier(auth_user)
+    # The schema is made afresh each time (one transaction): whatever else was put in it goes too.
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)),
+        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)),
         sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(SCHEMA)),
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {}(p_usename text) RETURNS TABLE (usename name, passwd text) "
@@ -255,6 +257,25 @@ def lookup_problems(conn: psycopg.Connection, role_prefix: str, auth_user: str) 
         )
     if source != lookup_body(role_prefix):
         problems.append("pgbouncer.user_lookup's body was changed")
+    # Nothing else lives in the schema (the migrations' fingerprint leaves it to this check), and only its
+    # superuser owner and the auth role may use it.
+    others = conn.execute(
+        """SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+            WHERE p.pronamespace = 'pgbouncer'::regnamespace AND p.oid <> to_regprocedure('pgbouncer.user_lookup(text)')
+           UNION ALL
+           SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.relnamespace = 'pgbouncer'::regnamespace
+           UNION ALL
+           SELECT 'schema owned by ' || n.nspowner::regrole::text FROM pg_catalog.pg_namespace n
+             JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner WHERE n.nspname = 'pgbouncer' AND NOT o.rolsuper
+           UNION ALL
+           SELECT 'schema usable by ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+             FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.nspname = 'pgbouncer' AND a.grantee <> n.nspowner
+              AND (a.grantee = 0 OR a.grantee::regrole::text <> %s OR a.privilege_type <> 'USAGE')
+           ORDER BY 1""",
+        [auth_user],
+    ).fetchall()
+    problems += [f"pgbouncer: {name} is not the pooler's" for (name,) in others]
     return problems
 
 

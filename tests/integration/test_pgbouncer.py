@@ -385,8 +385,10 @@ def test_pooler_database_provider_applies_reads_drift_and_deletes(devenv_env):
         )
         with db.connect() as admin:
             admin.execute("GRANT EXECUTE ON FUNCTION pgbouncer.user_lookup(text) TO PUBLIC")
+            admin.execute("CREATE TABLE pgbouncer.stash (usename name, passwd text)")
         drift = provider.read(db.database, outs).outs["drift"]
         assert any("pool_size 3" in d for d in drift) and any("PUBLIC" in d for d in drift), drift
+        assert any("pgbouncer.stash is not the pooler's" in d for d in drift), drift
         outs = provider.update(db.database, outs, dict(props)).outs
         assert provider.read(db.database, outs).outs["drift"] == []
         provider.delete(db.database, outs)

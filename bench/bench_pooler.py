@@ -12,7 +12,9 @@ Modes:
   pool's size) for a latency at the same server concurrency;
 * ``pooled``: 200 clients through the devenv PgBouncer (transaction mode, the OLTP pool of 80);
 * ``pooled, no reset``: the same through a private PgBouncer without ``server_reset_query_always``, which
-  prices the ``DISCARD ALL`` that runs after every transaction.
+  prices the ``DISCARD ALL`` that runs after every transaction;
+* ``serial_pool_of_1``: one client through a pool of one server connection, with and without the reset,
+  alternated round by round (on a loaded machine the 200-client figures are too noisy to price it).
 
 Needs the devenv postgres and pgbouncer running (``python -m devenv start``).
 """
@@ -132,6 +134,46 @@ def _measure(conninfo: dict, tenants: list[str], clients: int) -> dict[str, obje
     }
 
 
+def _serial_ab(conninfos: dict[str, dict], tenants: list[str], rounds: int = 6, per_round: int = 300) -> dict:
+    """One client, one server connection (a pool of 1), the modes alternated round by round so the
+    machine's load falls on both alike: what ``DISCARD ALL`` after each transaction adds when the pool is
+    the bottleneck (the next transaction waits for the reset)."""
+    import psycopg
+
+    from modules.postgres.client import tenant_transaction
+
+    samples: dict[str, list[float]] = {mode: [] for mode in conninfos}
+    conns = {
+        mode: psycopg.connect(**info, autocommit=True, prepare_threshold=None)
+        for mode, info in conninfos.items()
+    }
+    rng = random.Random(7)
+    try:
+        for round_ in range(rounds):
+            order = list(conns.items())
+            for mode, conn in order if round_ % 2 == 0 else order[::-1]:
+                for _ in range(per_round):
+                    tenant = rng.choice(tenants)
+                    began = time.perf_counter()
+                    with tenant_transaction(conn, tenant):
+                        conn.execute(
+                            "SELECT count(*) FROM app.leads WHERE tenant_id = %s", [tenant]
+                        ).fetchone()
+                    samples[mode].append((time.perf_counter() - began) * 1000)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    out = {}
+    for mode, values in samples.items():
+        values.sort()
+        out[mode] = {
+            "transactions": len(values),
+            "p50_ms": round(values[len(values) // 2], 3),
+            "p95_ms": round(values[int(len(values) * 0.95)], 3),
+        }
+    return out
+
+
 def _seed(db, tenants: list[uuid.UUID]) -> None:
     from modules.postgres.client import tenant_transaction
 
@@ -195,6 +237,19 @@ def run() -> dict[str, object]:
         with support.pool(db, pool_size=pgb.POOL_SIZES["oltp"], pooler=target) as pooled:
             conninfo = {**login, "host": unreset.host, "port": port, "sslmode": "require"}
             results["pooled_200_no_reset"] = _measure({**conninfo, "dbname": pooled.pooled_alias}, names, 200)
+        one = f"{db.database}_one"
+        with (
+            support.pool(db, pool_size=1, alias=one) as shared_one,
+            support.pool(db, pool_size=1, alias=one, pooler=target),
+        ):
+            tls = {**login, "sslmode": "require", "dbname": one}
+            results["serial_pool_of_1"] = _serial_ab(
+                {
+                    "reset": {**tls, "host": shared_one.pooled.host, "port": shared_one.pooled.port},
+                    "no_reset": {**tls, "host": unreset.host, "port": port},
+                },
+                names,
+            )
     finally:
         unreset.stop()
         teardown(db)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from devenv.base import ProcessService, wait_until
 from devenv.postgres import CONF_DIR, OS_USER, PostgresService
-from modules.errors import DevenvError
+from modules.errors import DevenvError, ToolkitError
 
 PGBOUNCER_PORT = 6433
 AUTH_ROLE = "pgbouncer_auth"
@@ -254,7 +254,7 @@ class PgBouncerService(ProcessService):
             try:
                 self.console().close()
                 break
-            except DevenvError:
+            except ToolkitError:
                 time.sleep(0.2)
         return status
 

@@ -111,8 +111,10 @@ def console(target: PoolerTarget) -> psycopg.Connection:
             connect_timeout=10,
         )
     except psycopg.Error as exc:
+        detail = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else "", target.admin_password)
         raise PoolerError(
-            f"{target.label}: cannot reach the admin console: {redact(str(exc).strip(), target.admin_password)}"
+            f"{target.label}: cannot reach the admin console ({detail}); is it running? "
+            "(python -m devenv status; start it with python -m devenv start pgbouncer)"
         ) from None
 
 

@@ -3,6 +3,7 @@ checks, the databases file, and the lookup function's text."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pulumi
@@ -145,3 +146,15 @@ def test_the_lookup_is_pinned_definer_code_for_the_auth_role_only():
         "left(s.usename, 12) = 'pm_dev_oltp_'",
     ):
         assert fence in body, fence
+
+
+def test_an_unreachable_pooler_is_one_line_naming_it_and_the_next_step():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = pgb.PoolerTarget("127.0.0.1", port, "pgbouncer_admin", "s3cret-console-password")
+    with pytest.raises(pgb.PoolerError) as caught:
+        pgb.reload(target)
+    message = caught.value.message
+    assert f"PgBouncer 127.0.0.1:{port}" in message and "devenv start pgbouncer" in message
+    assert "s3cret-console-password" not in message and message.count("\n") == 0

@@ -169,7 +169,8 @@ class PgBouncerService(ProcessService):
 
     def _auth_role(self) -> None:
         """The role PgBouncer runs ``auth_query`` as: LOGIN and nothing else (no superuser, no RLS bypass);
-        the stack grants it CONNECT and EXECUTE on the lookup function in each tier database."""
+        the stack grants it CONNECT and EXECUTE on the lookup function in each tier database. PgBouncer keeps
+        one connection of it per pooled database, hence the limit of 64 (tests pool many at once)."""
         from psycopg import sql
 
         from modules.postgres.client import scram_sha256_verifier
@@ -181,7 +182,7 @@ class PgBouncerService(ProcessService):
             conn.execute(
                 sql.SQL(
                     "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                    "CONNECTION LIMIT 20 PASSWORD {}"
+                    "CONNECTION LIMIT 64 PASSWORD {}"
                 ).format(sql.SQL(verb), sql.Identifier(AUTH_ROLE), sql.Literal(verifier))
             )
 
@@ -222,7 +223,7 @@ class PgBouncerService(ProcessService):
             "default_pool_size": "20",
             "reserve_pool_size": "0",
             "server_lifetime": "3600",
-            "server_idle_timeout": "300",
+            "server_idle_timeout": "120",  # idle server connections (and auth_query ones) go back soon
             "query_wait_timeout": "60",
             "client_tls_sslmode": "require",
             "client_tls_protocols": "tlsv1.3",

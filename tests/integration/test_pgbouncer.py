@@ -330,6 +330,17 @@ def test_tls_on_both_sides(pooled_oltp):
         # PgBouncer's own connection to PostgreSQL (verify-full against the devenv CA), seen by the server.
         row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert row == (True, "TLSv1.3")
+    # The server's TLS is optional for its direct clients: a plain loopback login still works.
+    with pooled_oltp.connect("admin") as admin:
+        direct = dict(
+            host=admin.info.host,
+            port=admin.info.port,
+            user=pooled_oltp.role("app"),
+            password=pooled_oltp.passwords["app"],
+            dbname=pooled_oltp.database,
+        )
+    with psycopg.connect(**direct, sslmode="disable") as plain:
+        assert not plain.pgconn.ssl_in_use
 
 
 def test_migrations_keep_their_direct_url(oltp, pooled_oltp):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pulumi
 
@@ -75,7 +76,10 @@ class PostgresTier(pulumi.ComponentResource):
         passwords: Mapping[str, pulumi.Input[str]],
         prefix: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        pooler_ca_file: str | None = None,
     ):
+        """``pooler_ca_file``: the pooler's CA (the devenv's, on a dev stack); with it the pooled URLs verify
+        the pooler (``sslmode=verify-full``), without it they only require TLS."""
         super().__init__("penguinmails:postgres:Tier", name, None, opts)
         self.names = names = tier_names(tier, config, prefix or default_prefix(pulumi.get_stack()))
         child = pulumi.ResourceOptions(parent=self)
@@ -190,14 +194,15 @@ class PostgresTier(pulumi.ComponentResource):
             )
 
             def pooled(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
-                # The pooler requires TLS; clients verify it with the devenv CA (PENGUINMAILS_PGBOUNCER_CA_FILE).
-                return pulumi.Output.secret(
-                    pulumi.Output.all(user, password, self.pooler.id).apply(
-                        lambda args: connection_url(
-                            args[0], args[1], config.host, config.pool_port, names.database, "require"
-                        )
+                # The pooler requires TLS 1.3; with its CA known, clients verify it too.
+                def url(args: list) -> str:
+                    sslmode = "verify-full" if pooler_ca_file else "require"
+                    text = connection_url(
+                        args[0], args[1], config.host, config.pool_port, names.database, sslmode
                     )
-                )
+                    return f"{text}&sslrootcert={quote(pooler_ca_file, safe='/')}" if pooler_ca_file else text
+
+                return pulumi.Output.secret(pulumi.Output.all(user, password, self.pooler.id).apply(url))
 
             self.app_pooled_url = pooled(self.app.role, passwords["app"])
             self.readonly_pooled_url = pooled(self.readonly.role, passwords["readonly"])

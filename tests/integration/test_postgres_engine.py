@@ -103,9 +103,11 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
     # The same role through PgBouncer (transaction mode, TLS): the pooled URL is a secret output too.
     pooled_url = up.outputs["postgres_oltp_app_pooled_url"]
     assert pooled_url.secret is True
-    assert (
-        psycopg.conninfo.conninfo_to_dict(pooled_url.value)["port"]
-        == devenv_env["PENGUINMAILS_PGBOUNCER_PORT"]
+    pooled_info = psycopg.conninfo.conninfo_to_dict(pooled_url.value)
+    assert pooled_info["port"] == devenv_env["PENGUINMAILS_PGBOUNCER_PORT"]
+    assert (pooled_info["sslmode"], pooled_info["sslrootcert"]) == (
+        "verify-full",
+        devenv_env["PENGUINMAILS_PGBOUNCER_CA_FILE"],
     )
     with psycopg.connect(pooled_url.value, autocommit=True, prepare_threshold=None) as app:
         assert app.pgconn.ssl_in_use

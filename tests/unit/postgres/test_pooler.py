@@ -62,6 +62,24 @@ def test_a_local_tier_gets_a_pooler_entry_and_secret_pooled_urls(mocks):
 
 
 @pulumi.runtime.test
+def test_with_the_poolers_ca_the_pooled_urls_verify_it(mocks):
+    from modules.postgres.component import PostgresTier
+
+    tier = PostgresTier(
+        "pm-oltp",
+        "oltp",
+        PostgresTierConfig(),
+        OLTP_PASSWORDS,
+        pooler_ca_file="/srv/dev env/pgbouncer/ca.crt",
+    )
+
+    def check(url):
+        assert url.endswith("/pm_dev_oltp?sslmode=verify-full&sslrootcert=/srv/dev%20env/pgbouncer/ca.crt")
+
+    return tier.app_pooled_url.apply(check)
+
+
+@pulumi.runtime.test
 def test_pool_size_comes_from_config_and_pooling_can_be_turned_off(mocks):
     from modules.postgres.component import PostgresTier
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
+import shutil
 import socket
 import statistics
 import sys
@@ -252,6 +253,7 @@ def run() -> dict[str, object]:
             )
     finally:
         unreset.stop()
+        shutil.rmtree(unreset.dir.parent, ignore_errors=True)
         teardown(db)
     return results
 

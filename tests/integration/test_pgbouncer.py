@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -184,6 +185,7 @@ def unreset_pooler(devenv_env) -> Iterator[pgb.PoolerTarget]:
         )
     finally:
         service.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_without_the_reset_a_session_level_tenant_does_leak(oltp, unreset_pooler):

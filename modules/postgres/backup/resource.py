@@ -91,8 +91,9 @@ class BackupStanzaProvider(_PostgresProvider):
         cluster, repo = self._cluster(props), self._repo(props)
         if self.settings_or_default().is_dev:
             ensure_bucket(repo)
-        pb.install(cluster, repo, int(props["retention_days"]))
-        _owners_add(cluster, owner)
+        # Stacks sharing the cluster share the stanza: keep backups as long as the longest of them wants.
+        retention = _owners_add(cluster, owner, int(props["retention_days"]))
+        pb.install(cluster, repo, retention)
         if not pb.archive_mode_on(cluster):
             raise pb.BackupError(
                 f"BackupStanza[{cluster.stanza}]: archive_mode is off on {cluster.host}:{cluster.port}; it needs "
@@ -154,21 +155,35 @@ def _owners_file(cluster: pb.Cluster):
     return cluster.work_dir / f"{cluster.stanza}.owners"
 
 
-def _owners(cluster: pb.Cluster) -> list[str]:
+def _owner_days(cluster: pb.Cluster) -> dict[str, int]:
+    """Each user of the stanza (resource id) and the retention it asked for; lines ``<id> <days>``."""
+    owners: dict[str, int] = {}
     try:
-        return [line.strip() for line in _owners_file(cluster).read_text().splitlines() if line.strip()]
+        lines = _owners_file(cluster).read_text().splitlines()
     except OSError:
-        return []
+        return owners
+    for line in lines:
+        parts = line.split()
+        if parts:
+            owners[parts[0]] = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return owners
 
 
-def _owners_write(cluster: pb.Cluster, owners: list[str]) -> None:
-    _owners_file(cluster).write_text("".join(f"{owner}\n" for owner in owners))
+def _owners(cluster: pb.Cluster) -> list[str]:
+    return list(_owner_days(cluster))
 
 
-def _owners_add(cluster: pb.Cluster, owner: str) -> None:
-    owners = _owners(cluster)
-    if owner not in owners:
-        _owners_write(cluster, [*owners, owner])
+def _owners_write(cluster: pb.Cluster, owners: list[str], days: dict[str, int] | None = None) -> None:
+    days = days if days is not None else _owner_days(cluster)
+    _owners_file(cluster).write_text("".join(f"{owner} {days.get(owner, 0)}\n" for owner in owners))
+
+
+def _owners_add(cluster: pb.Cluster, owner: str, retention_days: int) -> int:
+    """Record ``owner`` and its retention; the stanza's retention: the longest any owner wants."""
+    days = _owner_days(cluster)
+    days[owner] = retention_days
+    _owners_write(cluster, list(days), days)
+    return max(days.values())
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,15 @@ def test_rendered_config_and_archive_command():
     archive = pb.archive_settings(cluster)
     assert "archive_mode = on" in archive and "--stanza=pm-dev archive-push %p" in archive
     assert "CP" not in archive and "SK" not in archive  # secrets stay in the 0600 file, off command lines
+
+
+def test_stacks_sharing_a_stanza_keep_the_longest_retention(tmp_path):
+    from modules.postgres.backup.resource import _owners, _owners_add, _owners_write
+
+    cluster = pb.Cluster("local-5433", tmp_path / "data", 5433)
+    cluster.work_dir.mkdir(parents=True)
+    assert _owners_add(cluster, "dev/local-5433/a", 365) == 365
+    assert _owners_add(cluster, "pgitest/local-5433/b", 90) == 365  # a test stack does not shorten it
+    assert _owners(cluster) == ["dev/local-5433/a", "pgitest/local-5433/b"]
+    _owners_write(cluster, ["pgitest/local-5433/b"])
+    assert _owners_add(cluster, "pgitest/local-5433/b", 90) == 90

@@ -252,3 +252,25 @@ def test_corrupted_backup_file_fails_the_drill_with_a_clear_message(stack):
     assert not report.ok
     assert any("restore failed" in p for p in report.problems), report.problems
     assert not any(p.name.startswith("drill-") for p in cluster.data_dir.parent.iterdir())
+
+
+def test_backup_scheduler_runs_a_due_job(tmp_path):
+    """The devenv service runs `penguinmails ARGS` in the minute its cron matches, and logs the result."""
+    import json
+
+    from devenv.backup_scheduler import BackupSchedulerService
+
+    service = BackupSchedulerService(root=tmp_path)
+    assert service.status().idle
+    service.install(
+        json.dumps({"cwd": str(tmp_path), "jobs": [{"schedule": "* * * * *", "args": ["db", "--help"]}]})
+    )
+    try:
+        deadline = time.monotonic() + 90
+        log = service.dir / "backup-scheduler.log"
+        while time.monotonic() < deadline and "exit 0" not in (log.read_text() if log.exists() else ""):
+            time.sleep(1)
+        assert "db --help: exit 0" in log.read_text()
+    finally:
+        service.stop()
+    assert not service.running()

@@ -46,14 +46,13 @@ def stack():
                 "retention_days": 90,
             }
             provider = BackupStanzaProvider()
+            # What `python -m devenv start s3` does for the devenv cluster: archive_mode on, one restart.
+            (service.data_dir / pb.CONF_DIR / pb.ARCHIVE_CONF).write_text(
+                "archive_mode = on\narchive_command = '/bin/true'\n"
+            )
+            service.stop()
+            service.start()
             cluster = pb.cluster_of(db.target, props["stanza"])
-            pb.install(cluster, pb.repo_from_settings(provider.settings_or_default(), props["stanza"]), 90)
-
-            def restart():
-                service.stop()
-                service.start()
-
-            pb.enable_archiving(cluster, restart)
             created = provider.create(props)
             yield {"s3": s3, "service": service, "db": db, "cluster": cluster, "provider": provider,
                    "props": props, "id": created.id}  # fmt: skip

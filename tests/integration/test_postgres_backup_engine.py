@@ -64,7 +64,10 @@ def test_up_backs_up_preview_is_quiet_drift_repaired_destroy(tmp_path, devenv_en
                 "environment": "dev",
                 "redis": {"queue_user": QUEUE_USER, "port": 6390},
                 "postgres": {
-                    "oltp": {"port": service.port},
+                    "oltp": {
+                        "port": service.port,
+                        "pooling": False,
+                    },  # the devenv pooler serves the shared cluster
                     **{tier: {"enabled": False} for tier in ("content", "analytics", "queue")},
                 },
             },

@@ -175,6 +175,7 @@ def _owners(cluster: pb.Cluster) -> list[str]:
 
 def _owners_write(cluster: pb.Cluster, owners: list[str], days: dict[str, int] | None = None) -> None:
     days = days if days is not None else _owner_days(cluster)
+    cluster.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # pb.install gives it to postgres
     _owners_file(cluster).write_text("".join(f"{owner} {days.get(owner, 0)}\n" for owner in owners))
 
 

@@ -194,6 +194,10 @@ def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
     return fields
 
 
+# Days a tier keeps its history rows (docs: OLTP 90, Content 180, Queue 30, Analytics 365).
+DEFAULT_DATA_RETENTION_DAYS = {"oltp": 90, "content": 180, "queue": 30, "analytics": 365}
+
+
 class PostgresTierConfig(Strict):
     """One PostgreSQL tier: a local dev server, or a server URL (admin password is a secret config value)."""
 
@@ -212,6 +216,16 @@ class PostgresTierConfig(Strict):
     # Database <prefix>_<tier>, roles <prefix>_<tier>_<role>; default pm_<stack> so stacks can share a server.
     name_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$")
     create_database: bool = Field(default=True, description="false when the server's database already exists")
+    # Row retention (modules/postgres/retention.py): rows of the tier's history tables older than this many
+    # days are deleted daily; None: the tier's default, DEFAULT_DATA_RETENTION_DAYS. Not backup retention.
+    data_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # pg_cron: the stack schedules the daily retention run; external: run
+    # `python -m modules.postgres.retention` daily from the host's own scheduler.
+    retention_schedule: Literal["pg_cron", "external"] = "pg_cron"
+
+    def retention_days(self, tier: str) -> int:
+        """The configured data_retention_days, or the tier's default."""
+        return self.data_retention_days or DEFAULT_DATA_RETENTION_DAYS[tier]
 
     @model_validator(mode="before")
     @classmethod

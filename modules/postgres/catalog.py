@@ -205,7 +205,12 @@ def fence_problem(expression: str | None, table: str | None = None) -> str | Non
         return str(exc)
     functions = [OWNER_FUNCTION_NAME] if table in OWNER_ADMITTED_TABLES else []
     functions += [RETENTION_FUNCTION_NAME] if table in RETENTION_ADMITTED_TABLES else []
-    if functions and isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.OR_EXPR and len(node.args) == 2:
+    if (
+        functions
+        and isinstance(node, ast.BoolExpr)
+        and node.boolop == BoolExprType.OR_EXPR
+        and len(node.args) == 2
+    ):
         first, second = node.args
         for fence, owner in ((first, second), (second, first)):
             if _equality_problem(fence) is None and any(_is_owner_clause(owner, table, f) for f in functions):

@@ -126,12 +126,12 @@ BEGIN
     IF v_condition IS NULL THEN
         RAISE EXCEPTION '% has no retention policy', p_table USING ERRCODE = '22023';
     END IF;
-    -- (tableoid, ctid) names a row of any partition; SKIP LOCKED leaves rows someone is working on to the
-    -- next run. The setting is on for this statement only (a failure rolls it back with the statement's
+    -- (tableoid, ctid) names a row of any partition. No FOR UPDATE SKIP LOCKED: under RLS it would need an
+    -- UPDATE policy for the run, and rows past retention are not being worked on anyway. The setting is on for this statement only (a failure rolls it back with the statement's
     -- subtransaction or transaction); a function SET clause would need GRANT SET ON PARAMETER from a superuser.
     PERFORM set_config('penguinmails.retention_run', 'on', true);
     EXECUTE format('DELETE FROM %1$s t WHERE (t.tableoid, t.ctid) IN ('
-                   'SELECT s.tableoid, s.ctid FROM %1$s s WHERE %2$s LIMIT $3 FOR UPDATE SKIP LOCKED)',
+                   'SELECT s.tableoid, s.ctid FROM %1$s s WHERE %2$s LIMIT $3)',
                    p_table, v_condition)
         USING p_cutoff, p_now, p_limit;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;

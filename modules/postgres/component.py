@@ -27,6 +27,7 @@ from modules.postgres.client import connection_url
 from modules.postgres.duties import CONNECTION_LIMITS, duties_for, grants_for, settings_for
 from modules.postgres.maintenance import MAINTAINED_TIERS
 from modules.postgres.resources import Database, Extension, Role, SchemaMigrations
+from modules.postgres.retention import RETAINED_TIERS, RetentionSchedule, RetentionScheduleArgs
 from modules.postgres.schedule import MaintenanceSchedule, MaintenanceScheduleArgs
 
 EXTENSIONS = {"oltp": ["citext", "pgcrypto"], "content": [], "analytics": [], "queue": []}
@@ -129,6 +130,19 @@ class PostgresTier(pulumi.ComponentResource):
             self.schedule = MaintenanceSchedule(
                 f"{name}-partition-schedule",
                 MaintenanceScheduleArgs(tier=tier, database=names.database, username=self.migrator.role),
+                opts=after_schema,
+            )
+        # Row retention (history rows past data_retention_days) once a day.
+        self.retention_schedule: RetentionSchedule | None = None
+        if tier in RETAINED_TIERS and config.retention_schedule == "pg_cron":
+            self.retention_schedule = RetentionSchedule(
+                f"{name}-retention-schedule",
+                RetentionScheduleArgs(
+                    tier=tier,
+                    database=names.database,
+                    username=self.migrator.role,
+                    days=config.retention_days(tier),
+                ),
                 opts=after_schema,
             )
 

@@ -220,6 +220,51 @@ def test_analytics_retention_deletes_old_daily_rollups_and_keeps_billing(analyti
     assert "app.billing_analytics" not in deleted
 
 
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def test_the_exporter_shows_the_deleted_counts_as_the_readonly_role(content, queue):
+    """After the runs above: the counts and last-run times per tier, read through the readonly logins."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from modules.monitoring.exporter import Exporter, ExporterConfig
+    from modules.postgres.client import connection_url
+
+    def readonly_url(db: TierDb) -> str:
+        return connection_url(
+            db.role("readonly"),
+            db.passwords["readonly"],
+            db.target.host,
+            db.target.port,
+            db.database,
+            "disable",
+        )
+
+    config = ExporterConfig(
+        stack="itest", retention_urls={"content": readonly_url(content), "queue": readonly_url(queue)}
+    )
+    # Not started: the registry is scraped in-process (the listen address is never bound).
+    text = generate_latest(Exporter(config, listen="127.0.0.1:9").registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    deleted = "penguinmails_retention_deleted_rows_total"
+    assert samples[(deleted, (("table", "app.content_objects"), ("tier", "content")))] == 6
+    assert samples[(deleted, (("table", "app.attachments"), ("tier", "content")))] == 2
+    assert samples[(deleted, (("table", "app.dead_letters"), ("tier", "queue")))] >= 2
+    for tier in ("content", "queue"):
+        stamp = samples[("penguinmails_retention_last_run_timestamp_seconds", (("tier", tier),))]
+        assert abs(stamp - time.time()) < 600, tier
+        assert samples[("penguinmails_source_up", (("source", f"postgres_{tier}_retention"),))] == 1
+    failed = samples[
+        ("penguinmails_retention_last_run_failed", (("table", "app.job_failures"), ("tier", "queue")))
+    ]
+    assert failed == 0
+
+
 # ------------------------------------------------------------------------------------------ attacks
 
 

@@ -38,6 +38,7 @@ def exporter_settings(
     dns_ca_file: str | None = None,
     routes_token: str | None = None,
     warmup: Mapping[str, Any] | None = None,
+    retention_urls: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
@@ -63,6 +64,8 @@ def exporter_settings(
             if warmup and warmup.get("warmup_url") and warmup.get("prometheus_url")
             else {}
         ),
+        # Row retention runs: tier → the tier's readonly URL (reads retention.runs only).
+        **({"retention_urls": dict(retention_urls)} if retention_urls else {}),
     }
 
 

@@ -27,6 +27,7 @@ from modules.monitoring.component import Monitoring, exporter_settings
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
 from modules.postgres.fleet_registry import FleetNode, FleetNodeArgs
+from modules.postgres.retention import RETAINED_TIERS
 from modules.queue import namespace_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
@@ -304,6 +305,11 @@ class Platform(pulumi.ComponentResource):
             "dns": self.mail_dns.verification if self.mail_dns is not None else [],
             "routes_token": self.routes_token,
             "warmup_url": oltp_tier.warmup_url if oltp_tier is not None and config.warmup.enabled else None,
+            "retention_urls": pulumi.Output.all(
+                **{t: tier.readonly_url for t, tier in self.postgres_tiers.items() if t in RETAINED_TIERS}
+            )
+            if any(t in RETAINED_TIERS for t in self.postgres_tiers)
+            else {},
         }
         return pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -327,6 +333,7 @@ class Platform(pulumi.ComponentResource):
                         "warmup_plan": config.warmup.plan.model_dump(mode="json"),
                         "warmup_start_day": warmup_start_day(config),
                     },
+                    retention_urls=v["retention_urls"],
                 )
             )
         )

@@ -150,7 +150,9 @@ def test_retention_urls_are_per_retained_tier_checked_and_never_printed(tmp_path
     url = "postgresql://pm_dev_queue_readonly:s3cret@127.0.0.1:5433/pm_dev_queue"
     with pytest.raises(ExporterConfigError, match=r"retention_urls: 'oltp' is not a tier with retention"):
         load_config(_write(tmp_path, {**GOOD, "retention_urls": {"oltp": url}}))
-    with pytest.raises(ExporterConfigError, match=r"retention_urls: queue: must be a postgresql:// URL") as bad:
+    with pytest.raises(
+        ExporterConfigError, match=r"retention_urls: queue: must be a postgresql:// URL"
+    ) as bad:
         load_config(_write(tmp_path, {**GOOD, "retention_urls": {"queue": "http://x:s3cret@h"}}))
     assert "s3cret" not in bad.value.message
 

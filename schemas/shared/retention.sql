@@ -9,11 +9,12 @@
 -- `python -m modules.postgres.retention`.
 --
 -- Who may delete across tenants: only the table owner inside retention.purge_batch(). That SECURITY
--- DEFINER function turns `penguinmails.retention_run` on around its one DELETE (off again before it
--- returns; an error rolls the setting back with the transaction), and a table
--- registered here admits the owner past its tenant fence only while that setting is on
--- (app_private.in_retention_run). A tenant-facing role may set the setting too, but is not the owner, so
--- its fence stays exactly the tenant's. Nobody but the owner may execute the functions below.
+-- DEFINER function marks its transaction in internal.retention_active around its one DELETE (the mark is
+-- removed before it returns and never committed), and a table registered here admits the owner past its
+-- tenant fence only in a marked transaction (app_private.in_retention_run). A tenant-facing role is not the
+-- owner and cannot write the mark; another SECURITY DEFINER function of the owner, called by such a role,
+-- runs in an unmarked transaction. So the fence stays exactly the tenant's for everything but this one
+-- function. Nobody but the owner may execute the functions below.
 --
 -- Locks: retention.run() is a procedure that deletes in batches of p_batch rows and COMMITs after each one,
 -- so a large backlog never holds its row locks (or the vacuum horizon) for the whole run. Every run of a
@@ -49,15 +50,25 @@ CREATE INDEX retention_runs_table_idx ON retention.runs (tier, table_name, finis
 COMMENT ON TABLE retention.runs IS 'One row per table and run of retention.run(): what was deleted, when, how';
 REVOKE ALL ON retention.runs FROM PUBLIC;
 
--- True only for the owner of p_table while retention.purge_batch() runs (its SET clause). Every name is
--- qualified (it runs with the caller's search_path inside policies).
+-- The transactions retention.purge_batch() is deleting in, while it does (a row is never committed).
+CREATE TABLE internal.retention_active (
+    xact  xid8 PRIMARY KEY
+);
+REVOKE ALL ON internal.retention_active FROM PUBLIC;
+
+-- True only for the owner of p_table inside retention.purge_batch(): the owner test comes first, so a
+-- tenant role never reads the (owner-only) mark. Every name is qualified (it runs with the caller's
+-- search_path inside policies).
 CREATE FUNCTION app_private.in_retention_run(p_table regclass) RETURNS boolean
     LANGUAGE plpgsql STABLE
     AS $$
 BEGIN
-    RETURN pg_catalog.current_setting('penguinmails.retention_run', true) = 'on'
-       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                    WHERE c.oid = p_table AND c.relowner = CURRENT_USER::pg_catalog.regrole::pg_catalog.oid);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                    WHERE c.oid = p_table AND c.relowner = CURRENT_USER::pg_catalog.regrole::pg_catalog.oid) THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM internal.retention_active a
+                    WHERE a.xact = pg_catalog.pg_current_xact_id_if_assigned());
 END
 $$;
 COMMENT ON FUNCTION app_private.in_retention_run(regclass) IS
@@ -127,15 +138,15 @@ BEGIN
         RAISE EXCEPTION '% has no retention policy', p_table USING ERRCODE = '22023';
     END IF;
     -- (tableoid, ctid) names a row of any partition. No FOR UPDATE SKIP LOCKED: under RLS it would need an
-    -- UPDATE policy for the run, and rows past retention are not being worked on anyway. The setting is on for this statement only (a failure rolls it back with the statement's
-    -- subtransaction or transaction); a function SET clause would need GRANT SET ON PARAMETER from a superuser.
-    PERFORM set_config('penguinmails.retention_run', 'on', true);
+    -- UPDATE policy for the run, and rows past retention are not being worked on anyway. The mark admits
+    -- this transaction past the registered tables' fences for this one statement (an error rolls it back).
+    INSERT INTO internal.retention_active (xact) VALUES (pg_current_xact_id());
     EXECUTE format('DELETE FROM %1$s t WHERE (t.tableoid, t.ctid) IN ('
                    'SELECT s.tableoid, s.ctid FROM %1$s s WHERE %2$s LIMIT $3)',
                    p_table, v_condition)
         USING p_cutoff, p_now, p_limit;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    PERFORM set_config('penguinmails.retention_run', '', true);
+    DELETE FROM internal.retention_active WHERE xact = pg_current_xact_id();
     RETURN v_deleted;
 END
 $$;

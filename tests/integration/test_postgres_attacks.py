@@ -613,11 +613,13 @@ def _the_session_owns_no_queue_table(s: Session) -> None:
 @attack("analytics", "app_private.in_retention_run(regclass)")
 @attack("queue", "app_private.in_retention_run(regclass)")
 def _the_session_is_never_a_retention_run(s: Session) -> None:
-    """The retention run's gate (schemas/shared/retention.sql): false for a tenant role even with the run's
-    setting turned on, and then no row of B shows through any table the role may read."""
+    """The retention run's gate (schemas/shared/retention.sql): the role cannot mark its transaction, and even
+    in a transaction marked for it (as inside retention.purge_batch) the gate is false for a tenant role and
+    no row of B shows through any table the role may read."""
+    assert s.error("INSERT INTO internal.retention_active VALUES (pg_current_xact_id())") is not None
     with s.truth() as admin:
         tables = parent_tables(admin)
-    s.rows("SELECT set_config('penguinmails.retention_run', 'on', true)")
+        admin.execute("INSERT INTO internal.retention_active VALUES (pg_current_xact_id())")
     for table in tables:
         assert s.rows("SELECT app_private.in_retention_run(%s::regclass)", [str(table)]) == [(False,)], table
         query = sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(table.ident)

@@ -5,3 +5,7 @@
 
 SELECT internal.register_retention_policy('app.job_failures', 'queue', 'failed_at < $1', 10);
 SELECT internal.register_retention_policy('app.dead_letters', 'queue', 'died_at < $1', 20);
+
+-- The run deletes by age across tenants; without this it would scan the whole log for every batch.
+CREATE INDEX job_failures_failed_at_idx ON app.job_failures (failed_at);
+COMMENT ON INDEX app.job_failures_failed_at_idx IS 'cross-tenant: row retention deletes failure logs by age';

@@ -222,6 +222,12 @@ class PostgresTierConfig(Strict):
     # pg_cron: the stack schedules the daily retention run; external: run
     # `python -m modules.postgres.retention` daily from the host's own scheduler.
     retention_schedule: Literal["pg_cron", "external"] = "pg_cron"
+    # PgBouncer (transaction mode) in front of the tier: app_pooled_url / readonly_pooled_url; direct URLs stay
+    # for migrations, advisory locks and LISTEN. Local tiers only so far (the devenv's pooler). pool_size:
+    # server connections per role and for the database; None is the tier's default (modules/postgres/pooler.py).
+    pooling: bool = True
+    pool_size: int | None = Field(default=None, ge=1, le=1000)
+    pool_port: int = Field(default=6433, ge=1, le=65535)
 
     def retention_days(self, tier: str) -> int:
         """The configured data_retention_days, or the tier's default."""

@@ -194,8 +194,11 @@ def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
     return fields
 
 
-# Days a tier keeps its history rows (docs: OLTP 90, Content 180, Queue 30, Analytics 365).
-DEFAULT_DATA_RETENTION_DAYS = {"oltp": 90, "content": 180, "queue": 30, "analytics": 365}
+# Days a tier keeps its history rows before the daily retention run deletes them: the platform docs' data
+# retention (content "configurable, 7+ yrs": 2555 days; failed jobs 1 year; analytics events up to 365 days;
+# OLTP has no registered table yet). Deleting is for good, so where the docs give a range the default is the
+# longer end. Not the backup retention (OLTP 90, Content 180, Queue 30, Analytics 365: postgres.backup).
+DEFAULT_DATA_RETENTION_DAYS = {"oltp": 90, "content": 2555, "queue": 365, "analytics": 365}
 
 
 class PostgresTierConfig(Strict):

@@ -168,7 +168,7 @@ def test_retained_tiers_schedule_daily_retention_with_their_days_unless_external
         jobs = {r.name: r.inputs for r in mocks.resources if r.typ.endswith(":RetentionSchedule")}
         assert set(jobs) == {"pm-content-retention-schedule", "pm-analytics-retention-schedule"}
         content = jobs["pm-content-retention-schedule"]
-        assert content["command"] == "CALL retention.run(180, 5000)"
+        assert content["command"] == "CALL retention.run(2555, 5000)"
         assert (content["username"], content["database"]) == ("pm_dev_content_migrator", "pm_dev_content")
         assert jobs["pm-analytics-retention-schedule"]["command"] == "CALL retention.run(400, 5000)"
 

@@ -15,7 +15,7 @@ from tests.support.postgres import REPO_ROOT
 def test_each_tier_keeps_its_documented_days_by_default():
     config = validate_config({})
     found = {tier: section.retention_days(tier) for tier, section in config.postgres.tiers().items()}
-    assert found == {"oltp": 90, "content": 180, "queue": 30, "analytics": 365}
+    assert found == {"oltp": 90, "content": 2555, "queue": 365, "analytics": 365}
     assert {section.retention_schedule for section in config.postgres.tiers().values()} == {"pg_cron"}
 
 

@@ -11,6 +11,7 @@ from modules.cli import (
     dns_cmd,
     fleet_cmd,
     monitoring_cmd,
+    preview_cmd,
     queue_cmd,
     warmup_cmd,
 )
@@ -26,6 +27,7 @@ app.add_typer(monitoring_cmd.app, name="monitoring")
 app.add_typer(queue_cmd.app, name="queue")
 app.add_typer(warmup_cmd.app, name="warmup")
 app.command("audit")(audit_cmd.audit)
+app.command("preview")(preview_cmd.preview)
 state = {"verbose": False}
 
 

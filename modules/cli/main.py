@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from modules.cli import config_cmd, devenv_cmd, dns_cmd, fleet_cmd, monitoring_cmd, queue_cmd, warmup_cmd
+from modules.cli import (
+    audit_cmd,
+    config_cmd,
+    devenv_cmd,
+    dns_cmd,
+    fleet_cmd,
+    monitoring_cmd,
+    preview_cmd,
+    queue_cmd,
+    warmup_cmd,
+)
 from modules.cli.console import errors
 from modules.errors import ToolkitError
 
@@ -16,6 +26,8 @@ app.add_typer(fleet_cmd.app, name="fleet")
 app.add_typer(monitoring_cmd.app, name="monitoring")
 app.add_typer(queue_cmd.app, name="queue")
 app.add_typer(warmup_cmd.app, name="warmup")
+app.command("audit")(audit_cmd.audit)
+app.command("preview")(preview_cmd.preview)
 state = {"verbose": False}
 
 

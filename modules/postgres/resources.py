@@ -537,7 +537,15 @@ class SchemaMigrationsProvider(_PostgresProvider):
             pulumi.log.warn(f"SchemaMigrations[{props['database']}]: repaired drift: {action}")
         for warning in result.warnings:
             pulumi.log.warn(f"SchemaMigrations[{props['database']}]: {warning}")
-        return {**props, "migrations": result.ledger, "drift": [], "fingerprinted": True}
+        with connect(target, props["database"], application_name="penguinmails-migrations coverage") as conn:
+            coverage = run(target, f"RLS coverage of {props['database']}", lambda: mig.rls_coverage(conn))
+        return {
+            **props,
+            "migrations": result.ledger,
+            "drift": [],
+            "fingerprinted": True,
+            "rls_coverage": coverage,
+        }
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         return dynamic.CreateResult(id_=props["database"], outs=self._apply(props))
@@ -557,7 +565,9 @@ class SchemaMigrationsProvider(_PostgresProvider):
             found = run(
                 target, f"inspect {props['database']}", lambda: mig.inspect(conn, _files(props["directory"]))
             )
-        return _read_result(id_, {**props, "migrations": found.ledger, "drift": found.drift})
+            coverage = run(target, f"RLS coverage of {props['database']}", lambda: mig.rls_coverage(conn))
+        outs = {**props, "migrations": found.ledger, "drift": found.drift, "rls_coverage": coverage}
+        return _read_result(id_, outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # Drops every object the owner role has in this database (the migrated schema and the ledger).

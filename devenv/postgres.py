@@ -178,8 +178,7 @@ class PostgresService(Service):
         conf_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(conf_dir, account.pw_uid, account.pw_gid)
         ours.write_text(
-            "".join(f"{key} = {value}\n" for key, value in settings.items())
-            + f"include_dir = '{CONF_DIR}'\n"
+            "".join(f"{key} = {value}\n" for key, value in settings.items()) + f"include_dir = '{CONF_DIR}'\n"
         )
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(

@@ -317,6 +317,13 @@ class Platform(pulumi.ComponentResource):
             "dns": self.mail_dns.verification if self.mail_dns is not None else [],
             "routes_token": self.routes_token,
             "warmup_url": oltp_tier.warmup_url if oltp_tier is not None and config.warmup.enabled else None,
+            "replicas": [
+                pulumi.Output.all(
+                    tier, tier_.readonly_replica_url, self.postgres_hosts[tier].ca_certificate
+                ).apply(lambda v: {"tier": v[0], "url": v[1], "ca_certificate": v[2]})
+                for tier, tier_ in self.postgres_tiers.items()
+                if tier_.readonly_replica_url is not None
+            ],
         }
         return pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -340,6 +347,7 @@ class Platform(pulumi.ComponentResource):
                         "warmup_plan": config.warmup.plan.model_dump(mode="json"),
                         "warmup_start_day": warmup_start_day(config),
                     },
+                    replicas=v["replicas"],
                 )
             )
         )

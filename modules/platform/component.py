@@ -189,6 +189,7 @@ class Platform(pulumi.ComponentResource):
                             hostname=entry.apply(lambda n: n.get("fqdn") or n["name"]),
                             ip=entry.apply(lambda n: n["ip"]),
                             additional_ips=entry.apply(lambda n: n.get("additional_ips") or []),
+                            server=self._fleet_tier_inputs("oltp").get("server"),
                         ),
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[oltp.migrations]),
                     )

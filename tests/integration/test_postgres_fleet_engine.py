@@ -22,6 +22,7 @@ from pulumi import automation as auto
 from devenv.podman_hosts import PodmanHosts
 from modules.monitoring.replication import replication_lag_seconds
 from modules.postgres.client import ServerTarget, ca_file, connect
+from modules.postgres.duties import duties_for
 from tests.integration import test_postgres_attacks as attacks
 from tests.support.engine import project_stack
 from tests.support.hostwinds import hostwinds_section, private_simulator
@@ -125,24 +126,23 @@ def _exercise(stack, tmp_path):
             if value is not None:
                 servers += 1
                 assert isinstance(value, dict) and secret_sig in value, (resource["urn"], part)
-    assert (
-        servers >= 10
-    )  # migrator, database, extensions, migrations, schedule, login roles: inputs and outputs
+    # migrator, database, extensions, migrations, schedule, login roles: inputs and outputs each
+    assert servers >= 10
     passwords = _secret_results(state)
-    admin_password = passwords["dev-postgres-oltp-admin-password"]
+    admin_password = passwords["penguinmails-postgres-oltp-admin-password"]
     backend = [p.read_text() for p in (tmp_path / "state" / "backend").rglob("*.json")]
     assert backend and not any(admin_password in text or "PRIVATE KEY" in text for text in backend)
 
     # Migrations ran on the fleet host: the ledger holds every file.
     with psycopg.connect(app_url.value, sslrootcert=root, connect_timeout=10) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == "pm_dev_oltp_app"
-        assert conn.execute("SHOW ssl_min_protocol_version").fetchone()[0] == "TLSv1.3"
+        tls = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert tls == (True, "TLSv1.3")
         host = conn.info.host
     target = ServerTarget(host, 5432, "postgres", admin_password, "verify-full", sslrootcert=root)
     db = TierDb("oltp", "pm_dev", target)
     db.passwords = {
-        role: passwords[f"dev-oltp-{role}-password"]
-        for role in ("migrator", "app", "readonly", "reputation", "warmup")
+        role: passwords[f"penguinmails-oltp-{role}-password"] for role in ("migrator", *duties_for("oltp"))
     }
     with db.connect() as conn:
         ledger = conn.execute("SELECT count(*) FROM pm_meta.schema_migrations").fetchone()[0]
@@ -162,7 +162,9 @@ def _exercise(stack, tmp_path):
         attacks.test_no_tenant_facing_role_can_become_another_role(case)
         attacks.test_no_tenant_facing_role_can_create_objects_anywhere(case)
         attacks.test_a_fresh_tier_has_no_role_drift(case)
+        attacks.test_no_function_gives_tenant_a_anything_of_tenant_b(case)
     attacks.test_tenant_a_cannot_reach_tenant_b_users({"oltp": db})
+    attacks.test_oltp_fleet_tables_are_out_of_reach({"oltp": db})
 
     # The replica: tenant A's rows through RLS, and no write at all.
     with db.connect() as conn:

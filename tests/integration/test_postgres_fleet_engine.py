@@ -17,9 +17,12 @@ import uuid
 
 import psycopg
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 from pulumi import automation as auto
 
 from devenv.podman_hosts import PodmanHosts
+from modules.monitoring import replication
+from modules.monitoring.exporter import ExporterConfig
 from modules.monitoring.replication import replication_lag_seconds
 from modules.postgres.client import ServerTarget, ca_file, connect
 from modules.postgres.duties import duties_for
@@ -147,10 +150,13 @@ def _exercise(stack, tmp_path):
     with db.connect() as conn:
         ledger = conn.execute("SELECT count(*) FROM pm_meta.schema_migrations").fetchone()[0]
     assert ledger == len(outputs_migrations(state)) > 0
-    # The partition maintenance job is scheduled in pg_cron, which the role preloads.
+    # pg_cron (for the tiers with partition maintenance; oltp has none) is preloaded and installable.
     with connect(target, "postgres") as conn:
-        jobs = conn.execute("SELECT database, username FROM cron.job").fetchall()
-    assert jobs == [("pm_dev_oltp", "pm_dev_oltp_migrator")]
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        available = conn.execute(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'"
+        ).fetchone()
+    assert set(preload.split(",")) == {"pg_stat_statements", "pg_cron"} and available == (1,)
 
     # The isolation suite's key attacks, as app and readonly, against the fleet tier.
     seed_tenants(db, [TENANT_A, TENANT_B])
@@ -188,6 +194,13 @@ def _exercise(stack, tmp_path):
                 standby.execute("CREATE TEMP TABLE x (v int)")
     lag = replication_lag_seconds(replica_url.value, sslrootcert=root)
     assert lag is not None and 0 <= lag < 60
+    # The penguinmails exporter's config carries the replica, and its gauge reads it.
+    exporter = ExporterConfig.model_validate(outputs["monitoring_exporter_config"].value)
+    assert [(r.tier, r.url) for r in exporter.replicas] == [("oltp", replica_url.value)]
+    up = GaugeMetricFamily("penguinmails_source_up", "", labels=["source"])
+    (gauge,) = replication.collect(exporter.replicas, 5.0, up)
+    assert [(s.labels, s.value < 60) for s in gauge.samples] == [({"tier": "oltp"}, True)]
+    assert [(s.labels, s.value) for s in up.samples] == [({"source": "replica_oltp"}, 1.0)]
 
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}

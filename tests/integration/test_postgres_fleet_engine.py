@@ -30,7 +30,7 @@ from tests.integration import test_postgres_attacks as attacks
 from tests.support.engine import project_stack
 from tests.support.hostwinds import hostwinds_section, private_simulator
 from tests.support.postgres import TierDb, seed_tenants
-from tests.support.rls import TENANT_A, TENANT_B
+from tests.support.rls import TENANT_A, TENANT_B, count, parent_tables
 
 pytestmark = [pytest.mark.engine, pytest.mark.services]
 
@@ -174,7 +174,8 @@ def _exercise(stack, tmp_path):
 
     # The replica: tenant A's rows through RLS, and no write at all.
     with db.connect() as conn:
-        wanted = conn.execute("SELECT count(*) FROM app.users WHERE tenant_id = %s", [TENANT_A]).fetchone()[0]
+        table = next(t for t in parent_tables(conn) if t.schema == "app")
+        wanted = count(conn, table, "tenant_id = %s", [TENANT_A])
     assert wanted > 0
     deadline = time.monotonic() + 60
     with psycopg.connect(replica_url.value, sslrootcert=root, connect_timeout=10) as standby:
@@ -183,7 +184,7 @@ def _exercise(stack, tmp_path):
         while True:
             with standby.transaction(force_rollback=True):
                 standby.execute("SELECT set_config('app.tenant_id', %s, true)", [str(TENANT_A)])
-                seen = standby.execute("SELECT count(*) FROM app.users").fetchone()[0]
+                seen = count(standby, table)
             if seen == wanted or time.monotonic() > deadline:
                 break
             time.sleep(1)

@@ -178,7 +178,7 @@ def _exercise(stack, tmp_path):
         wanted = count(conn, table, "tenant_id = %s", [TENANT_A])
     assert wanted > 0
     deadline = time.monotonic() + 60
-    with psycopg.connect(replica_url.value, sslrootcert=root, connect_timeout=10) as standby:
+    with psycopg.connect(replica_url.value, sslrootcert=root, connect_timeout=10, autocommit=True) as standby:
         assert standby.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
         assert standby.info.host != host
         while True:

@@ -9,6 +9,7 @@ from devenv.exporters import BindExporterService, PostgresExporterService, Redis
 from devenv.hostwinds import HostwindsService
 from devenv.pebble import PebbleService
 from devenv.penguinmails_exporter import PenguinmailsExporterService
+from devenv.pgbouncer import PgBouncerService
 from devenv.postgres import PostgresService
 from devenv.prometheus import AlertmanagerService, PrometheusService
 from devenv.redis import RedisService
@@ -20,6 +21,7 @@ SERVICE_CLASSES: list[type[Service]] = [
     RedisService,
     HostwindsService,
     PostgresService,
+    PgBouncerService,  # after postgres: it turns on the server's TLS and makes its auth role
     BindService,
     PebbleService,
     AlertSinkService,

@@ -39,6 +39,8 @@ pulumi.export(
 # The app role's connection string of each PostgreSQL tier (secrets).
 for _tier, _postgres in platform.postgres_tiers.items():
     pulumi.export(f"postgres_{_tier}_app_url", _postgres.app_url)
+    if _postgres.app_pooled_url is not None:  # the same role through PgBouncer (transaction mode; secret)
+        pulumi.export(f"postgres_{_tier}_app_pooled_url", _postgres.app_pooled_url)
     if _postgres.worker_url is not None:  # the queue workers' role (secret)
         pulumi.export(f"postgres_{_tier}_worker_url", _postgres.worker_url)
     if _postgres.reputation_url is not None:  # the DNSBL checker's role (secret)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(redis-server postgresql-15 postgresql-client-15 postgresql-15-cron bind9 bind9-utils podman runc
           debootstrap uidmap slirp4netns iproute2 openssh-client sshpass pebble testssl.sh
           prometheus prometheus-alertmanager prometheus-node-exporter prometheus-postgres-exporter
-          prometheus-redis-exporter prometheus-bind-exporter prometheus-postfix-exporter postfwd)
+          prometheus-redis-exporter prometheus-bind-exporter prometheus-postfix-exporter postfwd pgbouncer)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
   # No init system here: Debian's postinst may start daemons on default ports; the devenv runs its own.
   for svc in redis-server named bind9 prometheus prometheus-alertmanager prometheus-node-exporter \
              prometheus-postgres-exporter prometheus-redis-exporter prometheus-bind-exporter \
-             prometheus-postfix-exporter postfwd; do service "$svc" stop >/dev/null 2>&1 || true; done
+             prometheus-postfix-exporter postfwd pgbouncer; do service "$svc" stop >/dev/null 2>&1 || true; done
 fi
 bash tools/configure-podman.sh  # runc + no default ulimits: what podman needs on these machines
 

@@ -253,6 +253,12 @@ class PostgresTierConfig(Strict):
     # Database <prefix>_<tier>, roles <prefix>_<tier>_<role>; default pm_<stack> so stacks can share a server.
     name_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$")
     create_database: bool = Field(default=True, description="false when the server's database already exists")
+    # PgBouncer (transaction mode) in front of the tier: app_pooled_url / readonly_pooled_url; direct URLs stay
+    # for migrations, advisory locks and LISTEN. Local tiers only so far (the devenv's pooler). pool_size:
+    # server connections per role and for the database; None is the tier's default (modules/postgres/pooler.py).
+    pooling: bool = True
+    pool_size: int | None = Field(default=None, ge=1, le=1000)
+    pool_port: int = Field(default=6433, ge=1, le=65535)
 
     @model_validator(mode="before")
     @classmethod

@@ -157,6 +157,7 @@ class Platform(pulumi.ComponentResource):
         }
 
         # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
+        pooler_ca = os.environ.get("PENGUINMAILS_PGBOUNCER_CA_FILE") if config.environment == "dev" else None
         self.postgres_tiers = {
             tier: PostgresTier(
                 f"{name}-postgres-{tier}",
@@ -164,6 +165,7 @@ class Platform(pulumi.ComponentResource):
                 tier_config,
                 self.tier_passwords[tier],
                 opts=child,
+                pooler_ca_file=pooler_ca if tier_config.pooling else None,
                 **self._fleet_tier_inputs(tier),
             )
             for tier, tier_config in config.postgres.tiers().items()

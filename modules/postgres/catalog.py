@@ -48,8 +48,10 @@ OWNER_ADMITTED_TABLES = frozenset(
         "app.domain_ip_assignments",
     }
 )
-# Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix.
-UNMANAGED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+# Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix. Schema
+# ``pgbouncer`` (the pooler's auth lookup) belongs to the PoolerDatabase resource, whose refresh checks it
+# (modules/postgres/pooler.py lookup_problems), as extension objects belong to the Extension resource.
+UNMANAGED_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "pgbouncer")
 RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "S": "sequence"}
 RELATION_KINDS.update({"f": "foreign table"})
 

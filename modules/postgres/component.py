@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pulumi
 
@@ -26,6 +27,7 @@ from modules.config.model import PostgresTierConfig
 from modules.postgres.client import connection_url
 from modules.postgres.duties import CONNECTION_LIMITS, duties_for, grants_for, settings_for
 from modules.postgres.maintenance import MAINTAINED_TIERS
+from modules.postgres.pooler import POOL_SIZES, PoolerDatabase, PoolerDatabaseArgs
 from modules.postgres.resources import Database, Extension, Role, SchemaMigrations
 from modules.postgres.schedule import MaintenanceSchedule, MaintenanceScheduleArgs
 
@@ -74,10 +76,14 @@ class PostgresTier(pulumi.ComponentResource):
         passwords: Mapping[str, pulumi.Input[str]],
         prefix: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        pooler_ca_file: str | None = None,
         server: pulumi.Input[dict] | None = None,
         replica_host: pulumi.Input[str] | None = None,
     ):
-        """``server`` (secret: host, port, user, password, sslmode, sslrootcert PEM) is the admin connection
+        """``pooler_ca_file``: the pooler's CA (the devenv's, on a dev stack); with it the pooled URLs verify
+        the pooler (``sslmode=verify-full``), without it they only require TLS.
+
+        ``server`` (secret: host, port, user, password, sslmode, sslrootcert PEM) is the admin connection
         of a tier on a fleet VPS (:class:`modules.ansible.postgres_host.PostgresHost`); every resource gets
         it as a secret input and the URLs point at its host. ``replica_host`` adds ``readonly_replica_url``."""
         super().__init__("penguinmails:postgres:Tier", name, None, opts)
@@ -195,6 +201,36 @@ class PostgresTier(pulumi.ComponentResource):
         if replica_host is not None and server is not None:
             at_replica = pulumi.Output.all(replica_host, endpoint).apply(lambda v: [v[0], v[1][1], v[1][2]])
             self.readonly_replica_url = url(self.readonly.role, passwords["readonly"], at_replica)
+        # PgBouncer in front of a local tier: pooled URLs for the tenant-facing roles (transaction mode, so
+        # no session state; the direct URLs above stay for migrations, advisory locks and LISTEN).
+        self.pooler: PoolerDatabase | None = None
+        self.app_pooled_url: pulumi.Output[str] | None = None
+        self.readonly_pooled_url: pulumi.Output[str] | None = None
+        if config.pooling and config.mode == "local":
+            self.pooler = PoolerDatabase(
+                f"{name}-pooler",
+                PoolerDatabaseArgs(
+                    tier=tier,
+                    database=names.database,
+                    role_prefix=names.app.removesuffix("app"),
+                    pool_size=config.pool_size or POOL_SIZES[tier],
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.app, self.readonly]),
+            )
+
+            def pooled(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
+                # The pooler requires TLS 1.3; with its CA known, clients verify it too.
+                def url(args: list) -> str:
+                    sslmode = "verify-full" if pooler_ca_file else "require"
+                    text = connection_url(
+                        args[0], args[1], config.host, config.pool_port, names.database, sslmode
+                    )
+                    return f"{text}&sslrootcert={quote(pooler_ca_file, safe='/')}" if pooler_ca_file else text
+
+                return pulumi.Output.secret(pulumi.Output.all(user, password, self.pooler.id).apply(url))
+
+            self.app_pooled_url = pooled(self.app.role, passwords["app"])
+            self.readonly_pooled_url = pooled(self.readonly.role, passwords["readonly"])
         outputs = {
             "database": names.database,
             "app_role": self.app.role,
@@ -202,6 +238,9 @@ class PostgresTier(pulumi.ComponentResource):
             "readonly_url": self.readonly_url,
             "migrations": self.migrations.migrations,
         }
+        if self.app_pooled_url is not None:
+            outputs["app_pooled_url"] = self.app_pooled_url
+            outputs["readonly_pooled_url"] = self.readonly_pooled_url
         if self.worker_url is not None:
             outputs["worker_url"] = self.worker_url
         if self.reputation_url is not None:

@@ -10,8 +10,9 @@ import pytest
 import redis
 from pulumi import automation as auto
 
-from modules.postgres import admin
+from modules.postgres import admin, pooler
 from modules.postgres.client import connect, tenant_transaction
+from modules.providers import ProviderSettings
 from tests.support.engine import project_stack
 from tests.support.postgres import admin_target
 
@@ -36,6 +37,7 @@ def _clean_leftovers(env: dict[str, str]) -> None:
         port=int(env["PENGUINMAILS_REDIS_PORT"]),
         password=env["PENGUINMAILS_REDIS_ADMIN_PASSWORD"],
     ).execute_command("ACL", "DELUSER", QUEUE_USER)
+    pooler.set_entry(pooler.pooler_target(ProviderSettings()), DATABASE, None)
 
 
 def assert_no_plaintext_secrets(tmp_path, *secrets: str) -> None:
@@ -97,6 +99,24 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
             assert app.execute("SELECT count(*) FROM leads").fetchone()[0] == 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("TRUNCATE app.leads")
+
+    # The same role through PgBouncer (transaction mode, TLS): the pooled URL is a secret output too.
+    pooled_url = up.outputs["postgres_oltp_app_pooled_url"]
+    assert pooled_url.secret is True
+    pooled_info = psycopg.conninfo.conninfo_to_dict(pooled_url.value)
+    assert pooled_info["port"] == devenv_env["PENGUINMAILS_PGBOUNCER_PORT"]
+    assert (pooled_info["sslmode"], pooled_info["sslrootcert"]) == (
+        "verify-full",
+        devenv_env["PENGUINMAILS_PGBOUNCER_CA_FILE"],
+    )
+    with psycopg.connect(pooled_url.value, autocommit=True, prepare_threshold=None) as app:
+        assert app.pgconn.ssl_in_use
+        with tenant_transaction(app, tenant):
+            assert app.execute("SELECT count(*) FROM leads").fetchone()[0] == 1
+        with app.transaction():
+            assert app.execute("SELECT count(*) FROM leads").fetchone()[0] == 0
+    live = pooler.show_databases(pooler.pooler_target(ProviderSettings()))[DATABASE]
+    assert (live["database"], live["pool_size"]) == (DATABASE, 80)
 
     assert_no_plaintext_secrets(tmp_path, password, devenv_env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"])
 
@@ -168,4 +188,5 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
     with connect(target) as conn:
         assert admin.database_get(conn, DATABASE) is None
         assert [role for role in ROLES if admin.role_get(conn, role) is not None] == []
+    assert DATABASE not in pooler.show_databases(pooler.pooler_target(ProviderSettings()))
     stack.workspace.remove_stack(STACK)

@@ -45,6 +45,10 @@ class TierDb:
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
     # Duties left out because a schema their grants name does not exist yet: duty → those schemas.
     missing: dict[str, list[str]] = field(default_factory=dict)
+    # Set by tests.support.pooler.pool(): the login roles (not the admin, not the migrator) connect through
+    # PgBouncer to the pooler's database ``pooled_alias``.
+    pooled: ServerTarget | None = None
+    pooled_alias: str | None = None
 
     @property
     def database(self) -> str:
@@ -60,6 +64,15 @@ class TierDb:
                 f"{self.role(kind)} was not created: schema(s) {', '.join(self.missing[kind])} do not exist "
                 f"after the {self.tier} migrations"
             )
+        if self.pooled is not None and kind not in ("admin", "migrator"):
+            conn = connect(
+                self.pooled.with_login(self.role(kind), self.passwords[kind]),
+                self.pooled_alias or self.database,
+                application_name=f"itest-{kind}",
+                **kwargs,
+            )
+            conn.prepare_threshold = None  # a transaction pooler does not keep prepared statements
+            return conn
         target = (
             self.target if kind == "admin" else self.target.with_login(self.role(kind), self.passwords[kind])
         )

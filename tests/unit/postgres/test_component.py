@@ -50,12 +50,13 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
     tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), OLTP_PASSWORDS)
 
     def check(args):
-        url, secret, warmup_url, warmup_secret = args
+        url, secret, warmup_url, warmup_secret, _pooled = args
         types = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources if r.custom)
         assert types == [
             "Database",
             "Extension",
             "Extension",
+            "PoolerDatabase",
             "Role",
             "Role",
             "Role",
@@ -96,6 +97,7 @@ def test_a_local_tier_declares_roles_database_migrations_and_a_secret_url(mocks)
         pulumi.Output.is_secret(tier.app_url),
         tier.warmup_url,
         pulumi.Output.is_secret(tier.warmup_url),
+        tier.app_pooled_url,  # after the pooler's entry: every resource is declared by then
     ).apply(check)
 
 

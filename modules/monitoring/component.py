@@ -39,10 +39,13 @@ def exporter_settings(
     routes_token: str | None = None,
     warmup: Mapping[str, Any] | None = None,
     retention_urls: Mapping[str, str] | None = None,
+    replicas: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
         "stack": stack,
+        # Fleet tiers' streaming replicas: {tier, url, ca_certificate} each, for the replication lag gauge.
+        "replicas": [dict(replica) for replica in replicas],
         "queue": dict(queue) if queue else None,
         "oltp_url": oltp_url if reputation.enabled else None,
         "sending_ips": sorted(set(sending_ips)) if reputation.enabled else [],

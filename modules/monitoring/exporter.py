@@ -34,7 +34,9 @@ from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import DomainReport, expectations_from_output, verify
 from modules.errors import ToolkitError
+from modules.monitoring import replication
 from modules.monitoring.periodic import Periodic as _Periodic
+from modules.monitoring.replication import ReplicaSource
 from modules.monitoring.warmup_loop import WarmupLoop
 from modules.reputation.checker import Round, run_round
 from modules.reputation.dnsbl import Outcome, Zone
@@ -146,6 +148,9 @@ class ExporterConfig(_Model):
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ValueError(f"{tier}: must be a postgresql:// URL")
         return value
+
+    # Streaming replicas of fleet tiers (modules/monitoring/replication.py): their lag gauge.
+    replicas: list[ReplicaSource] = Field(default_factory=list)
 
     @field_validator("prometheus_url")
     @classmethod
@@ -452,6 +457,7 @@ class PenguinmailsCollector(Collector):
                     else:
                         yield item
         yield from self._reputation(up)
+        yield from replication.collect(self.config.replicas, self.config.scrape_timeout_seconds, up)
         yield from self._dns()
         if self.warmup is not None:
             yield from self.warmup.collect(up)

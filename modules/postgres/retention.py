@@ -33,6 +33,7 @@ from psycopg import sql
 from modules.config.model import DEFAULT_DATA_RETENTION_DAYS
 from modules.errors import ToolkitError
 from modules.postgres.client import connect, run, server_target
+from modules.postgres.resources import with_server
 from modules.postgres.schedule import MaintenanceScheduleProvider
 from modules.providers import ProviderSettings
 
@@ -128,6 +129,8 @@ class RetentionScheduleArgs:
     schedule: str = DEFAULT_SCHEDULE
     batch: int = DEFAULT_BATCH
     active: bool = True
+    # The admin connection of a tier on a fleet VPS (secret); None: from the stack config.
+    server: pulumi.Input[dict[str, Any]] | None = None
 
     def props(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ class RetentionSchedule(dynamic.Resource, module="postgres", name="RetentionSche
         self, resource_name: str, args: RetentionScheduleArgs, opts: pulumi.ResourceOptions | None = None
     ):
         props = {**args.props(), "jobid": None, "cron_database": None}
+        props, opts = with_server(props, args.server, opts)
         super().__init__(RetentionScheduleProvider(), resource_name, props, opts)
 
 

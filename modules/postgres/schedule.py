@@ -26,7 +26,7 @@ import pulumi.dynamic as dynamic
 from modules.config.model import TIERS
 from modules.postgres import admin, cron
 from modules.postgres.client import PostgresError, ServerTarget, connect, run
-from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown
+from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown, with_server
 
 JOB_NAME = "penguinmails_maintain_partitions"
 DEFAULT_SCHEDULE = "17 * * * *"  # hourly, at a minute nothing else of ours uses
@@ -45,6 +45,8 @@ class MaintenanceScheduleArgs:
     schedule: str = DEFAULT_SCHEDULE
     command: str = DEFAULT_COMMAND
     active: bool = True
+    # The admin connection of a tier on a fleet VPS (secret); None: from the stack config.
+    server: pulumi.Input[dict[str, Any]] | None = None
 
     def props(self) -> dict[str, Any]:
         return {
@@ -215,4 +217,5 @@ class MaintenanceSchedule(dynamic.Resource, module="postgres", name="Maintenance
         self, resource_name: str, args: MaintenanceScheduleArgs, opts: pulumi.ResourceOptions | None = None
     ):
         props = {**args.props(), "jobid": None, "cron_database": None}
+        props, opts = with_server(props, args.server, opts)
         super().__init__(MaintenanceScheduleProvider(), resource_name, props, opts)

@@ -47,6 +47,12 @@ for _tier, _postgres in platform.postgres_tiers.items():
         pulumi.export(f"postgres_{_tier}_reputation_url", _postgres.reputation_url)
     if _postgres.warmup_url is not None:  # the IP warm-up job's and CLI's role (secret)
         pulumi.export(f"postgres_{_tier}_warmup_url", _postgres.warmup_url)
+    if _postgres.readonly_replica_url is not None:  # the streaming replica, readonly role (secret)
+        pulumi.export(f"postgres_{_tier}_readonly_replica_url", _postgres.readonly_replica_url)
+# Tiers on their own VPS (mode fleet): clients verify the server (verify-full) against this CA.
+for _tier, _host in platform.postgres_hosts.items():
+    pulumi.export(f"postgres_{_tier}_ca_certificate", _host.ca_certificate)
+    pulumi.export(f"postgres_{_tier}_host_results", _host.host_results)
 # [{name, fqdn, ip, service_id}] per fleet node, for the Ansible inventory (no secrets in it).
 pulumi.export("fleet_nodes", platform.fleet.inventory if platform.fleet else [])
 # DNS and email authentication: published selectors, MTA-STS policies, PTRs and the live verification.

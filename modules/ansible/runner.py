@@ -46,6 +46,7 @@ PLAYBOOK_GROUPS = {
     "mailu.yml": "mailu",
     "redis.yml": "redis",
     "monitoring.yml": "monitoring",
+    "postgresql.yml": "postgres",
 }
 HOST_KEY_CHECKING = ("strict", "accept-new", "off")
 DEFAULT_TIMEOUT = 1800

@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from modules.cli import (
+    audit_cmd,
     config_cmd,
     db_cmd,
     devenv_cmd,
     dns_cmd,
     fleet_cmd,
     monitoring_cmd,
+    preview_cmd,
     queue_cmd,
     warmup_cmd,
 )
@@ -26,6 +28,8 @@ app.add_typer(fleet_cmd.app, name="fleet")
 app.add_typer(monitoring_cmd.app, name="monitoring")
 app.add_typer(queue_cmd.app, name="queue")
 app.add_typer(warmup_cmd.app, name="warmup")
+app.command("audit")(audit_cmd.audit)
+app.command("preview")(preview_cmd.preview)
 state = {"verbose": False}
 
 

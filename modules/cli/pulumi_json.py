@@ -12,7 +12,12 @@ from modules.errors import ToolkitError
 
 def pulumi_json(args: list[str], what: str, cwd: Path | None = None, empty: Any = None) -> Any:
     """``pulumi <args>`` parsed as JSON (``empty`` when it prints nothing); a failure names ``what``."""
-    done = subprocess.run(["pulumi", *args], capture_output=True, text=True, check=False, cwd=cwd)
+    try:
+        done = subprocess.run(["pulumi", *args], capture_output=True, text=True, check=False, cwd=cwd)
+    except FileNotFoundError:
+        raise ToolkitError(
+            f"cannot read {what}: the pulumi CLI is not on PATH (run `source tools/env.sh`)"
+        ) from None
     if done.returncode != 0:
         raise ToolkitError(f"cannot read {what}: {done.stderr.strip() or done.stdout.strip()}")
     return json.loads(done.stdout) if done.stdout.strip() else empty

@@ -198,10 +198,58 @@ def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
     return fields
 
 
-class PostgresTierConfig(Strict):
-    """One PostgreSQL tier: a local dev server, or a server URL (admin password is a secret config value)."""
+# Days a tier keeps its history rows before the daily retention run deletes them: the platform docs' data
+# retention (content "configurable, 7+ yrs": 2555 days; failed jobs 1 year; analytics events up to 365 days;
+# OLTP has no registered table yet). Deleting is for good, so where the docs give a range the default is the
+# longer end. Not the backup retention (OLTP 90, Content 180, Queue 30, Analytics 365: postgres.backup).
+DEFAULT_DATA_RETENTION_DAYS = {"oltp": 90, "content": 2555, "queue": 365, "analytics": 365}
 
-    mode: Literal["local", "server"] = "local"
+
+class PostgresVpsConfig(FleetConfig):
+    """The VPS the stack orders for a tier with ``mode: fleet``: one primary, and a streaming replica with
+    ``replicas: 1`` (ansible/playbooks/postgresql.yml). It sends no mail, so no sending IPs."""
+
+    nodes: int = Field(default=1, ge=1, le=1, description="one primary (the replica is `replicas`)")
+    name_pattern: str = "pg-{index:02d}"
+    firewall_profile: str | None = None
+    replicas: int = Field(default=0, ge=0, le=1)
+    port: int = Field(default=5432, ge=1, le=65535)
+    # Who may log in (CIDR): the platform's networks, the controller that runs `pulumi up` included. A dev
+    # stack adds this machine's address on the podman bridge.
+    allowed_networks: list[str] = Field(default_factory=list)
+    # MiB the server is sized for (shared_buffers 25 %, cache 75 %); 0: the host's memory.
+    memory_mb: int = Field(default=0, ge=0)
+    max_connections: int = Field(default=200, ge=10, le=10000)
+    # WAL archiving (for example a pgBackRest archive-push); empty: archive_mode off (no PITR).
+    archive_command: str = ""
+
+    @field_validator("additional_ips")
+    @classmethod
+    def _no_sending_ips(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        if value:
+            raise ValueError("only the sending fleet (fleet.additional_ips) carries additional sending IPs")
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        import ipaddress
+
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a network (CIDR such as 10.0.0.0/24)") from None
+            if "/" not in value:
+                raise ValueError(f"{value!r} needs a prefix length (such as /32)")
+        return values
+
+
+class PostgresTierConfig(Strict):
+    """One PostgreSQL tier: a local dev server, a server URL (admin password is a secret config value), or
+    a VPS the stack orders and converges (``fleet``)."""
+
+    mode: Literal["local", "server", "fleet"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(default=5433, ge=1, le=65535)
     admin_user: str = Field(default="postgres", pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$")
@@ -216,6 +264,12 @@ class PostgresTierConfig(Strict):
     # Database <prefix>_<tier>, roles <prefix>_<tier>_<role>; default pm_<stack> so stacks can share a server.
     name_prefix: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$")
     create_database: bool = Field(default=True, description="false when the server's database already exists")
+    # Row retention (modules/postgres/retention.py): rows of the tier's history tables older than this many
+    # days are deleted daily; None: the tier's default, DEFAULT_DATA_RETENTION_DAYS. Not backup retention.
+    data_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # pg_cron: the stack schedules the daily retention run; external: run
+    # `python -m modules.postgres.retention` daily from the host's own scheduler.
+    retention_schedule: Literal["pg_cron", "external"] = "pg_cron"
     # PgBouncer (transaction mode) in front of the tier: app_pooled_url / readonly_pooled_url; direct URLs stay
     # for migrations, advisory locks and LISTEN. Local tiers only so far (the devenv's pooler). pool_size:
     # server connections per role and for the database; None is the tier's default (modules/postgres/pooler.py).
@@ -223,12 +277,29 @@ class PostgresTierConfig(Strict):
     pool_size: int | None = Field(default=None, ge=1, le=1000)
     pool_port: int = Field(default=6433, ge=1, le=65535)
 
+    def retention_days(self, tier: str) -> int:
+        """The configured data_retention_days, or the tier's default."""
+        return self.data_retention_days or DEFAULT_DATA_RETENTION_DAYS[tier]
+
     @model_validator(mode="before")
     @classmethod
     def _split_url(cls, data: object) -> object:
         if isinstance(data, dict) and data.get("url"):
             return {**data, **_postgres_url_fields(str(data["url"]), data)}
         return data
+
+    # mode fleet: the VPS (and replica) the stack orders for this tier.
+    vps: PostgresVpsConfig | None = None
+
+    @model_validator(mode="after")
+    def _fleet_needs_vps(self) -> PostgresTierConfig:
+        if self.mode == "fleet" and self.vps is None:
+            raise ValueError("mode is fleet: describe the host in vps (plan_id, location_id, ssh keys)")
+        if self.mode != "fleet" and self.vps is not None:
+            raise ValueError("vps is only used with mode: fleet")
+        if self.mode == "fleet" and self.url:
+            raise ValueError("a fleet tier's address comes from its VPS: give no url")
+        return self
 
     @model_validator(mode="after")
     def _server_needs_tls(self) -> PostgresTierConfig:
@@ -842,6 +913,13 @@ class StackConfig(Strict):
             for tier, cfg in self.postgres.tiers().items():
                 if cfg.mode == "local":
                     reasons.append(f"postgres.{tier}.mode: a production stack cannot use a local server")
+        if self.environment != "dev":
+            for tier, cfg in self.postgres.tiers().items():
+                if cfg.mode == "fleet" and cfg.vps is not None and not cfg.vps.allowed_networks:
+                    reasons.append(
+                        f"postgres.{tier}.vps.allowed_networks: list the platform's networks (the controller "
+                        "running `pulumi up` included): nothing else may log in"
+                    )
             if self.hostwinds.endpoint.startswith("http://"):
                 reasons.append("hostwinds.endpoint: a production stack must use https")
         if reasons:

@@ -38,10 +38,14 @@ def exporter_settings(
     dns_ca_file: str | None = None,
     routes_token: str | None = None,
     warmup: Mapping[str, Any] | None = None,
+    retention_urls: Mapping[str, str] | None = None,
+    replicas: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The penguinmails exporter's config file (modules/monitoring/exporter.py), as one dict."""
     return {
         "stack": stack,
+        # Fleet tiers' streaming replicas: {tier, url, ca_certificate} each, for the replication lag gauge.
+        "replicas": [dict(replica) for replica in replicas],
         "queue": dict(queue) if queue else None,
         "oltp_url": oltp_url if reputation.enabled else None,
         "sending_ips": sorted(set(sending_ips)) if reputation.enabled else [],
@@ -63,6 +67,8 @@ def exporter_settings(
             if warmup and warmup.get("warmup_url") and warmup.get("prometheus_url")
             else {}
         ),
+        # Row retention runs: tier → the tier's readonly URL (reads retention.runs only).
+        **({"retention_urls": dict(retention_urls)} if retention_urls else {}),
     }
 
 

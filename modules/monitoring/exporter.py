@@ -1,5 +1,5 @@
-"""The ``penguinmails`` exporter: the queue's depth, the sending IPs' DNSBL state and the sending domains'
-DNS verification as Prometheus metrics.
+"""The ``penguinmails`` exporter: the queue's depth, the sending IPs' DNSBL state, the sending domains'
+DNS verification and the tiers' row retention runs as Prometheus metrics.
 
 Queue metrics are read at scrape time through the queue's operator functions (``worker.stats()`` and the
 Redis lease sets, as ``penguinmails queue stats`` reads them) with short timeouts; a source that does not
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -34,8 +34,10 @@ from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
 from modules.dns.verify import DomainReport, expectations_from_output, verify
 from modules.errors import ToolkitError
+from modules.monitoring import replication
 from modules.monitoring.backup_metrics import BackupReader, BackupSource
 from modules.monitoring.periodic import Periodic as _Periodic
+from modules.monitoring.replication import ReplicaSource
 from modules.monitoring.warmup_loop import WarmupLoop
 from modules.reputation.checker import Round, run_round
 from modules.reputation.dnsbl import Outcome, Zone
@@ -132,6 +134,24 @@ class ExporterConfig(_Model):
     warmup_plan: WarmupPlan | None = None
     warmup_start_day: int = Field(default=1, ge=1)
     warmup_interval_seconds: float = Field(default=3600.0, ge=1, le=86400)
+    # Row retention (modules/postgres/retention.py): tier → the tier's readonly URL (stack outputs
+    # postgres_<tier>_readonly_url), which reads retention.runs and nothing of the retention functions.
+    retention_urls: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("retention_urls")
+    @classmethod
+    def _retention(cls, value: dict[str, str]) -> dict[str, str]:
+        from modules.postgres.retention import RETAINED_TIERS
+
+        for tier, url in value.items():
+            if tier not in RETAINED_TIERS:
+                raise ValueError(f"{tier!r} is not a tier with retention ({', '.join(RETAINED_TIERS)})")
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(f"{tier}: must be a postgresql:// URL")
+        return value
+
+    # Streaming replicas of fleet tiers (modules/monitoring/replication.py): their lag gauge.
+    replicas: list[ReplicaSource] = Field(default_factory=list)
     # pgBackRest stanzas whose backup age and last result are exported (modules/monitoring/backup_metrics.py).
     backup_stanzas: list[BackupSource] = Field(default_factory=list)
 
@@ -287,6 +307,67 @@ class QueueReader:
         yield in_flight
 
 
+class RetentionReader:
+    """The tiers' ``retention.runs`` at scrape time, as their readonly roles, with short timeouts."""
+
+    QUERY = """
+        SELECT table_name, sum(deleted)::float8,
+               extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8,
+               (array_agg(status ORDER BY id DESC))[1] = 'failed'
+          FROM retention.runs GROUP BY table_name ORDER BY table_name"""
+
+    def __init__(self, urls: dict[str, str], timeout: float):
+        self.urls, self.timeout = dict(urls), timeout
+        self._conns: dict = {}
+
+    def _conn(self, tier: str):
+        import psycopg
+
+        conn = self._conns.get(tier)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conns[tier] = psycopg.connect(
+                self.urls[tier],
+                autocommit=True,
+                application_name="penguinmails-exporter",
+                connect_timeout=max(1, int(self.timeout)),
+                options=f"-c statement_timeout={int(self.timeout * 1000)}",
+            )
+        return conn
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | tuple[str, bool]]:
+        deleted = CounterMetricFamily(
+            "penguinmails_retention_deleted_rows",
+            "Rows deleted by row retention since the tier was created, per table",
+            labels=["tier", "table"],
+        )
+        last = GaugeMetricFamily(
+            "penguinmails_retention_last_run_timestamp_seconds",
+            "When the tier's last successful retention run of a table finished (the oldest of its tables)",
+            labels=["tier"],
+        )
+        failed = GaugeMetricFamily(
+            "penguinmails_retention_last_run_failed",
+            "1 when the latest retention run of the table failed",
+            labels=["tier", "table"],
+        )
+        for tier in sorted(self.urls):
+            try:
+                rows = self._conn(tier).execute(self.QUERY).fetchall()
+            except Exception as exc:
+                log.warning("Reading retention.runs of %s failed: %s", tier, type(exc).__name__)
+                yield (f"postgres_{tier}_retention", False)
+                continue
+            yield (f"postgres_{tier}_retention", True)
+            stamps = []
+            for table, total, finished, is_failed in rows:
+                deleted.add_metric([tier, table], total or 0.0)
+                failed.add_metric([tier, table], 1.0 if is_failed else 0.0)
+                stamps.append(finished or 0.0)
+            if stamps:
+                last.add_metric([tier], min(stamps))
+        yield from (deleted, last, failed)
+
+
 class ReputationLoop(_Periodic):
     """The DNSBL rounds; :attr:`last` is the newest finished :class:`Round`."""
 
@@ -351,6 +432,11 @@ class PenguinmailsCollector(Collector):
         self.dns = dns
         self.warmup = warmup
         self.queue = QueueReader(config.queue, config.scrape_timeout_seconds) if config.queue else None
+        self.retention = (
+            RetentionReader(config.retention_urls, config.scrape_timeout_seconds)
+            if config.retention_urls
+            else None
+        )
         self.backups = BackupReader(config.backup_stanzas) if config.backup_stanzas else None
         self._lock = threading.Lock()  # one scrape at a time shares the queue connections
 
@@ -367,7 +453,15 @@ class PenguinmailsCollector(Collector):
                         up.add_metric([item[0]], 1.0 if item[1] else 0.0)
                     else:
                         yield item
+        if self.retention is not None:
+            with self._lock:
+                for item in self.retention.collect():
+                    if isinstance(item, tuple):
+                        up.add_metric([item[0]], 1.0 if item[1] else 0.0)
+                    else:
+                        yield item
         yield from self._reputation(up)
+        yield from replication.collect(self.config.replicas, self.config.scrape_timeout_seconds, up)
         yield from self._dns()
         if self.warmup is not None:
             yield from self.warmup.collect(up)

@@ -16,8 +16,9 @@ from modules.ansible.mailhosts import MailHosts, alert_sender, converges
 from modules.ansible.monitoring_host import PROMETHEUS_URL as MONITORING_PROMETHEUS_URL
 from modules.ansible.monitoring_host import AlertEmail, MonitoringHost, MonitoringHostSettings
 from modules.ansible.monitoring_host import routes_url as monitoring_routes_url
+from modules.ansible.postgres_host import PostgresHost
 from modules.ansible.redis_host import RedisHost
-from modules.config.model import TIERS, StackConfig
+from modules.config.model import TIERS, PostgresTierConfig, StackConfig
 from modules.config.warmup import start_day as warmup_start_day
 from modules.dns.component import MailDns
 from modules.dns.sts_fetch import ca_file_for
@@ -28,6 +29,7 @@ from modules.postgres.backup.resource import backup_stanzas
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
 from modules.postgres.fleet_registry import FleetNode, FleetNodeArgs
+from modules.postgres.retention import RETAINED_TIERS
 from modules.queue import namespace_for
 from modules.redis.resources import RedisUser
 from modules.secrets.resources import GeneratedSecret
@@ -154,6 +156,13 @@ class Platform(pulumi.ComponentResource):
                 sender_routes_token=self.routes_token,
             )
 
+        # Tiers with mode fleet: their own VPS (and replica), converged before the tier's roles and schema.
+        self.postgres_hosts: dict[str, PostgresHost] = {
+            tier: self._postgres_vps(name, tier, tier_config, config, child)
+            for tier, tier_config in config.postgres.tiers().items()
+            if tier_config.enabled and tier_config.mode == "fleet"
+        }
+
         # The four PostgreSQL tiers (roles, database, migrations); a tier with enabled: false is left out.
         pooler_ca = os.environ.get("PENGUINMAILS_PGBOUNCER_CA_FILE") if config.environment == "dev" else None
         self.postgres_tiers = {
@@ -164,6 +173,7 @@ class Platform(pulumi.ComponentResource):
                 self.tier_passwords[tier],
                 opts=child,
                 pooler_ca_file=pooler_ca if tier_config.pooling else None,
+                **self._fleet_tier_inputs(tier),
             )
             for tier, tier_config in config.postgres.tiers().items()
             if tier_config.enabled
@@ -191,6 +201,7 @@ class Platform(pulumi.ComponentResource):
                             hostname=entry.apply(lambda n: n.get("fqdn") or n["name"]),
                             ip=entry.apply(lambda n: n["ip"]),
                             additional_ips=entry.apply(lambda n: n.get("additional_ips") or []),
+                            server=self._fleet_tier_inputs("oltp").get("server"),
                         ),
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[oltp.migrations]),
                     )
@@ -319,6 +330,18 @@ class Platform(pulumi.ComponentResource):
             "dns": self.mail_dns.verification if self.mail_dns is not None else [],
             "routes_token": self.routes_token,
             "warmup_url": oltp_tier.warmup_url if oltp_tier is not None and config.warmup.enabled else None,
+            "retention_urls": pulumi.Output.all(
+                **{t: tier.readonly_url for t, tier in self.postgres_tiers.items() if t in RETAINED_TIERS}
+            )
+            if any(t in RETAINED_TIERS for t in self.postgres_tiers)
+            else {},
+            "replicas": [
+                pulumi.Output.all(
+                    tier, tier_.readonly_replica_url, self.postgres_hosts[tier].ca_certificate
+                ).apply(lambda v: {"tier": v[0], "url": v[1], "ca_certificate": v[2]})
+                for tier, tier_ in self.postgres_tiers.items()
+                if tier_.readonly_replica_url is not None
+            ],
         }
         settings = pulumi.Output.secret(
             pulumi.Output.all(**parts).apply(
@@ -342,12 +365,86 @@ class Platform(pulumi.ComponentResource):
                         "warmup_plan": config.warmup.plan.model_dump(mode="json"),
                         "warmup_start_day": warmup_start_day(config),
                     },
+                    retention_urls=v["retention_urls"],
+                    replicas=v["replicas"],
                 )
             )
         )
         # The devenv exporter reads each stanza's pgBackRest files (backup age and last result).
         backups = pulumi.Output.all(*[pulumi.Output.all(b.stanza, b.work_dir) for b in self.backup_stanzas])
         return pulumi.Output.all(settings, backups).apply(lambda v: {**v[0], **_with_backups(v[1])})
+
+    def _fleet_tier_inputs(self, tier: str) -> dict:
+        """A fleet tier's admin server and replica address for :class:`PostgresTier`; none for the others."""
+        host = self.postgres_hosts.get(tier)
+        if host is None:
+            return {}
+        return {"server": host.server, "replica_host": host.replica_address}
+
+    def _postgres_vps(
+        self, name: str, tier: str, tier_config: PostgresTierConfig, config: StackConfig, child
+    ) -> PostgresHost:
+        """A tier on its own VPS (mode fleet): ordered like a fleet node (``replicas: 1`` orders a second node
+        as its streaming replica), TLS from a CA of its own (the ``postgres_<tier>_ca_certificate``
+        output), converged with the postgresql role. Only ``vps.allowed_networks`` may log in; a dev stack
+        adds this machine's address on the podman bridge (the controller running the providers)."""
+        vps = tier_config.vps
+        assert vps is not None  # the config model requires it for mode: fleet
+        if vps.name_pattern == type(vps).model_fields["name_pattern"].default:
+            # The default names the tier (pg-oltp-01), so two fleet tiers never order the same host name;
+            # the replica is pg-oltp-r01.
+            vps = vps.model_copy(update={"name_pattern": f"pg-{tier}-{{index:02d}}"})
+        fleet = VpsFleet(f"{name}-postgres-{tier}-vps", vps, opts=child)
+        primary = fleet.inventory.apply(lambda inventory: inventory[0])
+        replica = None
+        if vps.replicas:
+            replica_vps = vps.model_copy(
+                update={"name_pattern": vps.name_pattern.replace("{index", "r{index")}
+            )
+            replica_fleet = VpsFleet(f"{name}-postgres-{tier}-replica-vps", replica_vps, opts=child)
+            replica = replica_fleet.inventory.apply(lambda inventory: inventory[0])
+        nodes = pulumi.Output.all(primary, replica).apply(lambda v: [n for n in v if n])
+        ca = PrivateCa(
+            f"{name}-postgres-{tier}-ca",
+            common_name=f"penguinmails {pulumi.get_stack()} postgres {tier} CA",
+            opts=child,
+        )
+        cert = ServerCertificate(
+            f"{name}-postgres-{tier}-cert",
+            ca,
+            dns_names=nodes.apply(lambda ns: [n["fqdn"] for n in ns if n.get("fqdn")]),
+            ip_addresses=nodes.apply(lambda ns: [n["ip"] for n in ns]),
+            opts=child,
+        )
+        admin = GeneratedSecret(f"{name}-postgres-{tier}-admin-password", length=40, opts=child)
+        replication = (
+            GeneratedSecret(f"{name}-postgres-{tier}-replication-password", length=40, opts=child).result
+            if vps.replicas
+            else None
+        )
+        networks = list(vps.allowed_networks)
+        source = _devenv_address(config, "PENGUINMAILS_PROMETHEUS_SCRAPE_SOURCE", f"postgres.{tier}")
+        if source and f"{source}/32" not in networks:
+            networks.append(f"{source}/32")
+        dev = config.environment == "dev"
+        host = PostgresHost(
+            f"{name}-postgres-{tier}-host",
+            primary=primary,
+            replica=replica,
+            admin_password=admin.result,
+            replication_password=replication,
+            tls_certificate=cert.cert_pem,
+            tls_private_key=cert.key_pem,
+            tls_ca_certificate=ca.cert_pem,
+            allowed_networks=networks,
+            port=vps.port,
+            memory_mb=vps.memory_mb,
+            max_connections=vps.max_connections,
+            archive_command=vps.archive_command,
+            connection={"host_key_checking": "off" if dev else "accept-new"},
+            opts=child,
+        )
+        return host
 
     def _redis_vps(self, name: str, config: StackConfig, queue_password, child) -> tuple[pulumi.Output, int]:
         """The queue's Redis on its own VPS: ordered like a fleet node, TLS from the stack's CA (clients

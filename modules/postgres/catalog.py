@@ -48,6 +48,21 @@ OWNER_ADMITTED_TABLES = frozenset(
         "app.domain_ip_assignments",
     }
 )
+RETENTION_FUNCTION_NAME = "in_retention_run"
+# Tables whose fence also admits their owner inside retention.purge_batch() (schemas/shared/retention.sql):
+# ``<fence> OR (SELECT app_private.in_retention_run('<that table>'::regclass))``, naming themselves. Row
+# retention deletes across tenants; the function is true only for the owner while that function runs.
+RETENTION_ADMITTED_TABLES = frozenset(
+    {
+        "app.content_objects",
+        "app.attachments",
+        "app.campaign_analytics",
+        "app.mailbox_analytics",
+        "app.lead_analytics",
+        "app.warmup_analytics",
+        "app.sequence_step_analytics",
+    }
+)
 # Not managed by migrations: the catalogs and toast. ``pg_temp_N`` schemas are excluded by prefix. Schema
 # ``pgbouncer`` (the pooler's auth lookup) belongs to the PoolerDatabase resource, whose refresh checks it
 # (modules/postgres/pooler.py lookup_problems), as extension objects belong to the Extension resource.
@@ -143,8 +158,8 @@ def _equality_problem(node: Any) -> str | None:
     return f"the other side is not {TENANT_SCHEMA}.{TENANT_FUNCTION_NAME}()"
 
 
-def _is_owner_clause(node: Any, table: str) -> bool:
-    call = _plain_call(_scalar_call(node), OWNER_FUNCTION_NAME)
+def _is_owner_clause(node: Any, table: str, function: str = OWNER_FUNCTION_NAME) -> bool:
+    call = _plain_call(_scalar_call(node), function)
     if call is None or len(call.args or ()) != 1:
         return False
     arg = call.args[0]
@@ -180,8 +195,9 @@ def fence_problem(expression: str | None, table: str | None = None) -> str | Non
     (non-uuid) column, a constant, another or unqualified function, arguments, aggregates or a subquery with
     FROM/WHERE/LIMIT. ``expression`` must be ``pg_get_expr`` output read under ``search_path = pg_catalog``.
 
-    The one exception: for a table of :data:`OWNER_ADMITTED_TABLES`, ``<fence> OR (SELECT
-    app_private.is_owner_of('<that table>'::regclass))`` (either order), the queue's owner path.
+    The exceptions: for a table of :data:`OWNER_ADMITTED_TABLES`, ``<fence> OR (SELECT
+    app_private.is_owner_of('<that table>'::regclass))`` (either order), the queue's owner path; for a table
+    of :data:`RETENTION_ADMITTED_TABLES`, the same with ``app_private.in_retention_run``, the retention run.
     """
     if not expression:
         return "missing"
@@ -189,15 +205,17 @@ def fence_problem(expression: str | None, table: str | None = None) -> str | Non
         node = parse_expression(expression)
     except ValueError as exc:
         return str(exc)
+    functions = [OWNER_FUNCTION_NAME] if table in OWNER_ADMITTED_TABLES else []
+    functions += [RETENTION_FUNCTION_NAME] if table in RETENTION_ADMITTED_TABLES else []
     if (
-        table in OWNER_ADMITTED_TABLES
+        functions
         and isinstance(node, ast.BoolExpr)
         and node.boolop == BoolExprType.OR_EXPR
         and len(node.args) == 2
     ):
         first, second = node.args
         for fence, owner in ((first, second), (second, first)):
-            if _is_owner_clause(owner, table) and _equality_problem(fence) is None:
+            if _equality_problem(fence) is None and any(_is_owner_clause(owner, table, f) for f in functions):
                 return None
     return _equality_problem(node)
 

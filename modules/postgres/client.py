@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -58,6 +59,8 @@ class ServerTarget:
     password: str | None = field(default=None, repr=False)
     sslmode: str = "prefer"
     connect_timeout: int = 10
+    # A file with the CA that signed the server's certificate (verify-ca/verify-full); None: libpq's default.
+    sslrootcert: str | None = None
 
     @property
     def label(self) -> str:
@@ -67,7 +70,44 @@ class ServerTarget:
         return redact(text, self.password, *extra)
 
     def with_login(self, user: str, password: str | None) -> ServerTarget:
-        return ServerTarget(self.host, self.port, user, password, self.sslmode, self.connect_timeout)
+        return ServerTarget(
+            self.host, self.port, user, password, self.sslmode, self.connect_timeout, self.sslrootcert
+        )
+
+
+SERVER_KEYS = ("host", "port", "user", "password", "sslmode", "sslrootcert")
+
+
+def ca_file(pem: str) -> str:
+    """A file holding ``pem`` (a CA certificate, public) for libpq's ``sslrootcert``, named by its hash."""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.gettempdir()) / f"penguinmails-postgres-ca-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(pem.encode()).hexdigest()[:24]}.crt"
+    if not path.exists() or path.read_text() != pem:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(pem)
+        partial.replace(path)
+    return str(path)
+
+
+def explicit_target(server: dict[str, Any]) -> ServerTarget:
+    """The admin target a resource was given as its secret ``server`` input (a tier on a fleet VPS, whose
+    address is known only once the VPS exists): host, port, user, password, sslmode, sslrootcert (PEM)."""
+    missing = [key for key in ("host", "port", "user", "password") if not server.get(key)]
+    if missing:
+        raise ToolkitError(f"PostgreSQL server input: {', '.join(missing)} missing; run `pulumi up` again")
+    pem = server.get("sslrootcert") or ""
+    return ServerTarget(
+        host=str(server["host"]),
+        port=int(server["port"]),
+        user=str(server["user"]),
+        password=str(server["password"]),
+        sslmode=str(server.get("sslmode") or "verify-full"),
+        sslrootcert=ca_file(pem) if pem else None,
+    )
 
 
 def _for_tier(value: Any, tier: str) -> Any:
@@ -92,7 +132,9 @@ def admin_password(settings: ProviderSettings, tier: str, env_var: str) -> str |
     )
 
 
-def server_target(settings: ProviderSettings, tier: str) -> ServerTarget:
+def server_target(
+    settings: ProviderSettings, tier: str, server: dict[str, Any] | None = None
+) -> ServerTarget:
     """The admin connection of ``tier``.
 
     On a dev stack a local tier takes the devenv's ``PENGUINMAILS_POSTGRES_*`` first and a server tier
@@ -100,9 +142,16 @@ def server_target(settings: ProviderSettings, tier: str) -> ServerTarget:
     environment. A staging or production stack reads only its config and secrets (see
     :func:`admin_password`), so a shell that sourced ``tools/env.sh`` cannot point it at the local cluster.
     """
+    if server:
+        return explicit_target(server)
     section = settings.section("postgres")
     raw = section.get(tier) or {}
     cfg = PostgresTierConfig.model_validate(raw if isinstance(raw, dict) else {})
+    if cfg.mode == "fleet":
+        raise ToolkitError(
+            f"postgres.{tier}: a fleet tier's server is known only to the stack's resources (their server "
+            "input); run this through `pulumi up`"
+        )
     if cfg.mode == "local":
         return ServerTarget(
             host=settings.endpoint(ENV_HOST, cfg.host),
@@ -150,6 +199,7 @@ def connect(
             dbname=dbname,
             sslmode=target.sslmode,
             connect_timeout=target.connect_timeout,
+            **({"sslrootcert": target.sslrootcert} if target.sslrootcert else {}),
             application_name=application_name,
             autocommit=autocommit,
         )

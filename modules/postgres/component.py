@@ -29,6 +29,7 @@ from modules.postgres.duties import CONNECTION_LIMITS, duties_for, grants_for, s
 from modules.postgres.maintenance import MAINTAINED_TIERS
 from modules.postgres.pooler import POOL_SIZES, PoolerDatabase, PoolerDatabaseArgs
 from modules.postgres.resources import Database, Extension, Role, SchemaMigrations
+from modules.postgres.retention import RETAINED_TIERS, RetentionSchedule, RetentionScheduleArgs
 from modules.postgres.schedule import MaintenanceSchedule, MaintenanceScheduleArgs
 
 EXTENSIONS = {"oltp": ["citext", "pgcrypto"], "content": [], "analytics": [], "queue": []}
@@ -77,9 +78,15 @@ class PostgresTier(pulumi.ComponentResource):
         prefix: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
         pooler_ca_file: str | None = None,
+        server: pulumi.Input[dict] | None = None,
+        replica_host: pulumi.Input[str] | None = None,
     ):
         """``pooler_ca_file``: the pooler's CA (the devenv's, on a dev stack); with it the pooled URLs verify
-        the pooler (``sslmode=verify-full``), without it they only require TLS."""
+        the pooler (``sslmode=verify-full``), without it they only require TLS.
+
+        ``server`` (secret: host, port, user, password, sslmode, sslrootcert PEM) is the admin connection
+        of a tier on a fleet VPS (:class:`modules.ansible.postgres_host.PostgresHost`); every resource gets
+        it as a secret input and the URLs point at its host. ``replica_host`` adds ``readonly_replica_url``."""
         super().__init__("penguinmails:postgres:Tier", name, None, opts)
         self.names = names = tier_names(tier, config, prefix or default_prefix(pulumi.get_stack()))
         child = pulumi.ResourceOptions(parent=self)
@@ -95,6 +102,7 @@ class PostgresTier(pulumi.ComponentResource):
             # An existing database (hosted server) is not ours to own: the migrator gets the rights it needs.
             database=None if config.create_database else names.database,
             database_privileges=None if config.create_database else ["CONNECT", "CREATE", "TEMPORARY"],
+            server=server,
             opts=child,
         )
         ready: list[pulumi.Resource] = [self.migrator]
@@ -105,6 +113,7 @@ class PostgresTier(pulumi.ComponentResource):
                 tier=tier,
                 database=names.database,
                 owner=self.migrator.role,
+                server=server,
                 opts=pulumi.ResourceOptions(parent=self, protect=protect),
             )
             ready.append(self.database)
@@ -114,6 +123,7 @@ class PostgresTier(pulumi.ComponentResource):
                 tier=tier,
                 database=names.database,
                 extension=extension,
+                server=server,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(ready)),
             )
             for extension in EXTENSIONS.get(tier, [])
@@ -125,6 +135,7 @@ class PostgresTier(pulumi.ComponentResource):
             owner=self.migrator.role,
             directory=f"schemas/{tier}",
             actor=f"pulumi:{pulumi.get_project()}/{pulumi.get_stack()}",
+            server=server,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*ready, *self.extensions], protect=protect),
         )
         after_schema = pulumi.ResourceOptions(parent=self, depends_on=[self.migrations])
@@ -133,7 +144,23 @@ class PostgresTier(pulumi.ComponentResource):
         if tier in MAINTAINED_TIERS and config.partition_schedule == "pg_cron":
             self.schedule = MaintenanceSchedule(
                 f"{name}-partition-schedule",
-                MaintenanceScheduleArgs(tier=tier, database=names.database, username=self.migrator.role),
+                MaintenanceScheduleArgs(
+                    tier=tier, database=names.database, username=self.migrator.role, server=server
+                ),
+                opts=after_schema,
+            )
+        # Row retention (history rows past data_retention_days) once a day.
+        self.retention_schedule: RetentionSchedule | None = None
+        if tier in RETAINED_TIERS and config.retention_schedule == "pg_cron":
+            self.retention_schedule = RetentionSchedule(
+                f"{name}-retention-schedule",
+                RetentionScheduleArgs(
+                    tier=tier,
+                    database=names.database,
+                    username=self.migrator.role,
+                    days=config.retention_days(tier),
+                    server=server,
+                ),
                 opts=after_schema,
             )
 
@@ -150,6 +177,7 @@ class PostgresTier(pulumi.ComponentResource):
                 database_privileges=["CONNECT"],
                 grants=grants_for(tier, duty),
                 grantor=self.migrator.role,
+                server=server,
                 opts=after_schema,
             )
 
@@ -160,11 +188,18 @@ class PostgresTier(pulumi.ComponentResource):
         self.reputation = login_role("reputation") if "reputation" in duties else None
         self.warmup = login_role("warmup") if "warmup" in duties else None
 
-        def url(user: str, password: pulumi.Input[str]) -> pulumi.Output[str]:
+        # Where the URLs point: the config's server, or the fleet VPS (verify-full against the stack's CA).
+        endpoint: pulumi.Input[list] = [config.host, config.port, config.sslmode]
+        if server is not None:
+            endpoint = pulumi.Output.from_input(server).apply(lambda s: [s["host"], s["port"], s["sslmode"]])
+
+        def url(
+            user: str, password: pulumi.Input[str], at: pulumi.Input[list] = endpoint
+        ) -> pulumi.Output[str]:
             return pulumi.Output.secret(
-                pulumi.Output.all(user, password).apply(
+                pulumi.Output.all(user, password, at).apply(
                     lambda args: connection_url(
-                        args[0], args[1], config.host, config.port, names.database, config.sslmode
+                        args[0], args[1], args[2][0], args[2][1], names.database, args[2][2]
                     )
                 )
             )
@@ -176,6 +211,11 @@ class PostgresTier(pulumi.ComponentResource):
             url(self.reputation.role, passwords["reputation"]) if self.reputation is not None else None
         )
         self.warmup_url = url(self.warmup.role, passwords["warmup"]) if self.warmup is not None else None
+        # The streaming replica (fleet tiers with replicas: 1): the readonly role, read-only by the standby.
+        self.readonly_replica_url: pulumi.Output[str] | None = None
+        if replica_host is not None and server is not None:
+            at_replica = pulumi.Output.all(replica_host, endpoint).apply(lambda v: [v[0], v[1][1], v[1][2]])
+            self.readonly_replica_url = url(self.readonly.role, passwords["readonly"], at_replica)
         # PgBouncer in front of a local tier: pooled URLs for the tenant-facing roles (transaction mode, so
         # no session state; the direct URLs above stay for migrations, advisory locks and LISTEN).
         self.pooler: PoolerDatabase | None = None
@@ -222,4 +262,6 @@ class PostgresTier(pulumi.ComponentResource):
             outputs["reputation_url"] = self.reputation_url
         if self.warmup_url is not None:
             outputs["warmup_url"] = self.warmup_url
+        if self.readonly_replica_url is not None:
+            outputs["readonly_replica_url"] = self.readonly_replica_url
         self.register_outputs(outputs)

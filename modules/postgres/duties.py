@@ -16,6 +16,8 @@ can reach is decided by *which schema* an object lives in:
   (results on fleet IPs, quarantine marks on assignments), the only thing the ``reputation`` role can touch.
 * ``warmup`` (oltp, from ``schemas/oltp/0010_*``) — SECURITY DEFINER functions that read and change the
   sending IPs' warm-up plans, the only thing the ``warmup`` role can touch.
+* ``retention`` (content, queue, analytics, from ``schemas/shared/retention.sql``) — the row retention
+  procedure (owner only) and ``retention.runs``, which the ``readonly`` role reads for the exporter.
 * ``internal``, ``pm_meta``, ``partitions`` — owner only.
 
 Duties: ``app`` and ``readonly`` in every tier (tenant-facing: every session sets ``app.tenant_id``);
@@ -90,13 +92,22 @@ _READONLY = [
     _grant("tables", "platform", "SELECT"),
 ]
 
+# The record of row retention runs (schemas/shared/retention.sql), read by the exporter as readonly: no
+# tenant data, and nothing else in schema retention is a table.
+_RETENTION_READ = [*_usage("retention"), _grant("tables", "retention", "SELECT")]
+
 GRANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("oltp", "app"): _APP,
     ("oltp", "readonly"): _READONLY,
     ("content", "app"): _APP,
-    ("content", "readonly"): _READONLY,
+    ("content", "readonly"): [*_READONLY, *_RETENTION_READ],
     ("analytics", "app"): [*_APP, *_usage("audit"), _grant("tables", "audit", "INSERT")],
-    ("analytics", "readonly"): [*_READONLY, *_usage("audit"), _grant("tables", "audit", "SELECT")],
+    ("analytics", "readonly"): [
+        *_READONLY,
+        *_usage("audit"),
+        _grant("tables", "audit", "SELECT"),
+        *_RETENTION_READ,
+    ],
     # The queue's tables change only through its functions (enqueue, replay: schemas/queue/0004_*).
     ("queue", "app"): [
         *_usage("app", "platform", "app_private"),
@@ -105,7 +116,7 @@ GRANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
         _grant("functions", "app_private", "EXECUTE"),
         _grant("tables", "platform", "SELECT"),
     ],
-    ("queue", "readonly"): _READONLY,
+    ("queue", "readonly"): [*_READONLY, *_RETENTION_READ],
     ("queue", "worker"): [*_usage("worker"), _grant("functions", "worker", "EXECUTE")],
     ("oltp", "reputation"): [*_usage("reputation"), _grant("functions", "reputation", "EXECUTE")],
     # The sending IPs' warm-up plans change only through these functions (schemas/oltp/0010_*).

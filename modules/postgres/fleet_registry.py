@@ -24,7 +24,7 @@ import pulumi.dynamic as dynamic
 
 from modules.postgres import admin
 from modules.postgres.client import PostgresError, connect, run
-from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown
+from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown, with_server
 
 APPLICATION = "penguinmails-fleet-registry"
 INITIAL_IP_STATUS = "warming"
@@ -42,11 +42,13 @@ class FleetNodeArgs:
     ip: pulumi.Input[str]
     # The node's proven additional IPs (``[{name, address, fqdn}]``): each its own row, PTR name as rdns.
     additional_ips: pulumi.Input[list] = ()
+    # The admin connection of an oltp tier on a fleet VPS (secret); None: from the stack config.
+    server: pulumi.Input[dict[str, Any]] | None = None
 
     def props(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and Outputs cannot be copied outside serialization.
         return {
-            **{f.name: getattr(self, f.name) for f in fields(self)},
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "server"},
             "additional_ips": self.additional_ips if self.additional_ips != () else [],
             "vps_id": None,
             "ip_id": None,
@@ -245,4 +247,5 @@ class FleetNode(dynamic.Resource, module="postgres", name="FleetNode"):
     drift: pulumi.Output[list]
 
     def __init__(self, resource_name: str, args: FleetNodeArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(FleetNodeProvider(), resource_name, args.props(), opts)
+        props, opts = with_server(args.props(), args.server, opts)
+        super().__init__(FleetNodeProvider(), resource_name, props, opts)

@@ -403,6 +403,25 @@ def tenant_table_problems(conn: psycopg.Connection) -> list[str]:
     return sorted(set(problems))
 
 
+def rls_coverage(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    """Per tenant table (a ``tenant_id`` column, partitions left out): RLS enabled and forced, its policies,
+    and whether one of them is the exact tenant fence. Kept in the state so an audit reads it offline."""
+    tables = [t for t in _tenant_tables(conn) if not t["partition"]]
+    with catalog.pinned_search_path(conn):
+        policies = _policies(conn, [t["oid"] for t in tables])
+    return {
+        t["name"]: {
+            "enabled": bool(t["enabled"]),
+            "forced": bool(t["forced"]),
+            "policies": sorted(policies.get(t["oid"], {})),
+            "fenced": any(
+                fence_policy_problem(p, t["name"]) is None for p in policies.get(t["oid"], {}).values()
+            ),
+        }
+        for t in tables
+    }
+
+
 def rls_snapshot(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     """RLS flags and policies of every non-partition table that has RLS, policies, or a tenant_id column."""
     rows = conn.execute(

@@ -1,9 +1,10 @@
 """PostgreSQL databases, roles with grants, extensions and schema migrations as Pulumi dynamic resources.
 
 The providers only map resource properties onto :mod:`modules.postgres.admin` and
-:mod:`modules.postgres.migrations`. The admin connection is never an input: it comes from the stack config
+:mod:`modules.postgres.migrations`. The admin connection comes from the stack config
 (and on a dev stack the devenv's variables; see :func:`modules.postgres.client.server_target`), chosen by
-the resource's ``tier``.
+the resource's ``tier``; only a tier on a fleet VPS passes it as the secret ``server`` input, since its
+address is known only once the VPS exists.
 
 Drift: ``read`` (run by ``pulumi refresh``) compares the server with the state and reports what differs in
 the ``drift`` output (always ``[]`` as an input), so the next preview shows an update whose diff lists the
@@ -69,7 +70,22 @@ class _PostgresProvider(dynamic.ResourceProvider):
         self.settings = ProviderSettings.from_request(req)
 
     def _target(self, props: dict[str, Any]) -> ServerTarget:
-        return server_target(getattr(self, "settings", ProviderSettings()), props["tier"])
+        return server_target(
+            getattr(self, "settings", ProviderSettings()), props["tier"], props.get("server")
+        )
+
+
+def with_server(
+    props: dict[str, Any], server: pulumi.Input[dict[str, Any]] | None, opts: pulumi.ResourceOptions | None
+) -> tuple[dict[str, Any], pulumi.ResourceOptions | None]:
+    """Add the explicit admin ``server`` (a tier on a fleet VPS) as a secret input and a secret output.
+
+    Absent for the other tiers, so their inputs (and state) stay as they were.
+    """
+    if server is None:
+        return props, opts
+    secret = pulumi.ResourceOptions(additional_secret_outputs=["server"])
+    return {**props, "server": pulumi.Output.secret(server)}, pulumi.ResourceOptions.merge(secret, opts)
 
 
 # ----------------------------------------------------------------------------------------------- Database
@@ -139,9 +155,11 @@ class Database(dynamic.Resource, module="postgres", name="Database"):
         tier: str,
         database: str,
         owner: pulumi.Input[str],
+        server: pulumi.Input[dict[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {"tier": tier, "database": database, "owner": owner, "drift": []}
+        props, opts = with_server(props, server, opts)
         super().__init__(DatabaseProvider(), resource_name, props, opts)
 
 
@@ -229,9 +247,11 @@ class Extension(dynamic.Resource, module="postgres", name="Extension"):
         database: pulumi.Input[str],
         extension: str,
         schema: str = "public",
+        server: pulumi.Input[dict[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {"tier": tier, "database": database, "extension": extension, "schema": schema, "drift": []}
+        props, opts = with_server(props, server, opts)
         super().__init__(ExtensionProvider(), resource_name, props, opts)
 
 
@@ -427,6 +447,7 @@ class Role(dynamic.Resource, module="postgres", name="Role"):
         database_privileges: list[str] | None = None,
         grants: list[dict[str, Any]] | None = None,
         grantor: pulumi.Input[str] | None = None,
+        server: pulumi.Input[dict[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
@@ -442,6 +463,7 @@ class Role(dynamic.Resource, module="postgres", name="Role"):
             "grantor": grantor,
             "drift": [],
         }
+        props, opts = with_server(props, server, opts)
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["password"])
         super().__init__(
             RoleProvider(), resource_name, props, pulumi.ResourceOptions.merge(secret_opts, opts)
@@ -537,7 +559,15 @@ class SchemaMigrationsProvider(_PostgresProvider):
             pulumi.log.warn(f"SchemaMigrations[{props['database']}]: repaired drift: {action}")
         for warning in result.warnings:
             pulumi.log.warn(f"SchemaMigrations[{props['database']}]: {warning}")
-        return {**props, "migrations": result.ledger, "drift": [], "fingerprinted": True}
+        with connect(target, props["database"], application_name="penguinmails-migrations coverage") as conn:
+            coverage = run(target, f"RLS coverage of {props['database']}", lambda: mig.rls_coverage(conn))
+        return {
+            **props,
+            "migrations": result.ledger,
+            "drift": [],
+            "fingerprinted": True,
+            "rls_coverage": coverage,
+        }
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         return dynamic.CreateResult(id_=props["database"], outs=self._apply(props))
@@ -557,7 +587,9 @@ class SchemaMigrationsProvider(_PostgresProvider):
             found = run(
                 target, f"inspect {props['database']}", lambda: mig.inspect(conn, _files(props["directory"]))
             )
-        return _read_result(id_, {**props, "migrations": found.ledger, "drift": found.drift})
+            coverage = run(target, f"RLS coverage of {props['database']}", lambda: mig.rls_coverage(conn))
+        outs = {**props, "migrations": found.ledger, "drift": found.drift, "rls_coverage": coverage}
+        return _read_result(id_, outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # Drops every object the owner role has in this database (the migrated schema and the ledger).
@@ -588,6 +620,7 @@ class SchemaMigrations(dynamic.Resource, module="postgres", name="SchemaMigratio
         directory: str,
         actor: str = "",
         lock_timeout_seconds: int = 60,
+        server: pulumi.Input[dict[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         files = _files(directory)
@@ -601,4 +634,5 @@ class SchemaMigrations(dynamic.Resource, module="postgres", name="SchemaMigratio
             "actor": actor,
             "lock_timeout_seconds": lock_timeout_seconds,
         }
+        props, opts = with_server(props, server, opts)
         super().__init__(SchemaMigrationsProvider(), resource_name, props, opts)

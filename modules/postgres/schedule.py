@@ -26,7 +26,7 @@ import pulumi.dynamic as dynamic
 from modules.config.model import TIERS
 from modules.postgres import admin, cron
 from modules.postgres.client import PostgresError, ServerTarget, connect, run
-from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown
+from modules.postgres.resources import _changed, _PostgresProvider, _read_result, _unknown, with_server
 
 JOB_NAME = "penguinmails_maintain_partitions"
 DEFAULT_SCHEDULE = "17 * * * *"  # hourly, at a minute nothing else of ours uses
@@ -45,6 +45,8 @@ class MaintenanceScheduleArgs:
     schedule: str = DEFAULT_SCHEDULE
     command: str = DEFAULT_COMMAND
     active: bool = True
+    # The admin connection of a tier on a fleet VPS (secret); None: from the stack config.
+    server: pulumi.Input[dict[str, Any]] | None = None
 
     def props(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,16 @@ class MaintenanceScheduleArgs:
 
 
 class MaintenanceScheduleProvider(_PostgresProvider):
+    """pg_cron job of one tier; the class attributes say which job (RetentionScheduleProvider reuses it)."""
+
+    kind = "MaintenanceSchedule"
+    job_name = JOB_NAME
+    function = MAINTENANCE_FUNCTION
+    config_field = CONFIG_FIELD
+    migration = "partition_maintenance.sql"
+    external_command = "python -m modules.postgres.maintenance"
+    external_every = "hourly"
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
         failures = []
         if news.get("tier") not in TIERS:
@@ -88,7 +100,7 @@ class MaintenanceScheduleProvider(_PostgresProvider):
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
     def _label(self, props: dict[str, Any]) -> str:
-        return f"MaintenanceSchedule[{props['database']}]"
+        return f"{self.kind}[{props['database']}]"
 
     def _cron_database(self, target: ServerTarget, props: dict[str, Any]) -> str | None:
         with connect(target, application_name="penguinmails-schedule") as conn:
@@ -100,8 +112,8 @@ class MaintenanceScheduleProvider(_PostgresProvider):
             raise PostgresError(
                 f"{self._label(props)}: {target.label} does not run pg_cron (shared_preload_libraries lacks "
                 "pg_cron); install it (Debian: postgresql-15-cron) and preload it, or set "
-                f'postgres.{props["tier"]}.{CONFIG_FIELD} to "external" and run '
-                "`python -m modules.postgres.maintenance` hourly from the host's scheduler"
+                f'postgres.{props["tier"]}.{self.config_field} to "external" and run '
+                f"`{self.external_command}` {self.external_every} from the host's scheduler"
             )
         return database
 
@@ -113,15 +125,13 @@ class MaintenanceScheduleProvider(_PostgresProvider):
         with connect(target, props["database"], application_name="penguinmails-schedule") as conn:
             found = run(
                 target,
-                f"look up {MAINTENANCE_FUNCTION}",
-                lambda: conn.execute(
-                    "SELECT to_regprocedure(%s) IS NOT NULL", [MAINTENANCE_FUNCTION]
-                ).fetchone(),
+                f"look up {self.function}",
+                lambda: conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", [self.function]).fetchone(),
             )
         if not found[0]:
             raise PostgresError(
-                f"{self._label(props)}: {MAINTENANCE_FUNCTION} does not exist in {props['database']}; only a tier "
-                "whose migrations link schemas/shared/partition_maintenance.sql can be scheduled"
+                f"{self._label(props)}: {self.function} does not exist in {props['database']}; only a tier "
+                f"whose migrations link schemas/shared/{self.migration} can be scheduled"
             )
         with connect(target, cron_db, application_name="penguinmails-schedule") as conn:
             if not run(target, f"CREATE EXTENSION pg_cron in {cron_db}", lambda: cron.extension_ready(conn)):
@@ -129,19 +139,21 @@ class MaintenanceScheduleProvider(_PostgresProvider):
                     f"{self._label(props)}: pg_cron is preloaded on {target.label} but the extension is not "
                     f"available to database {cron_db}; install postgresql-15-cron on the server"
                 )
-            live = run(target, f"read {JOB_NAME}", lambda: cron.job_get(conn, JOB_NAME, props["username"]))
+            live = run(
+                target, f"read {self.job_name}", lambda: cron.job_get(conn, self.job_name, props["username"])
+            )
             if live is not None and live["jobid"] != expected_jobid:
                 raise PostgresError(
-                    f"{self._label(props)}: pg_cron job {JOB_NAME} of {props['username']} already exists on "
+                    f"{self._label(props)}: pg_cron job {self.job_name} of {props['username']} already exists on "
                     f"{target.label} (jobid {live['jobid']}) and is not the one this stack recorded "
                     f"({expected_jobid}); unschedule it if it is stale, then run `up` again"
                 )
             jobid = run(
                 target,
-                f"schedule {JOB_NAME}",
+                f"schedule {self.job_name}",
                 lambda: cron.job_schedule(
                     conn,
-                    JOB_NAME,
+                    self.job_name,
                     props["schedule"],
                     props["command"],
                     props["database"],
@@ -149,7 +161,7 @@ class MaintenanceScheduleProvider(_PostgresProvider):
                     bool(props["active"]),
                 ),
             )
-        return {**props, "jobname": JOB_NAME, "jobid": jobid, "cron_database": cron_db, "drift": []}
+        return {**props, "jobname": self.job_name, "jobid": jobid, "cron_database": cron_db, "drift": []}
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         outs = self._install(props, None)
@@ -164,10 +176,12 @@ class MaintenanceScheduleProvider(_PostgresProvider):
         if cron_db is None:
             return dynamic.ReadResult(id_="", outs={})  # no pg_cron any more: the job is gone with it
         with connect(target, cron_db, application_name="penguinmails-schedule") as conn:
-            live = run(target, f"read {JOB_NAME}", lambda: cron.job_get(conn, JOB_NAME, props["username"]))
+            live = run(
+                target, f"read {self.job_name}", lambda: cron.job_get(conn, self.job_name, props["username"])
+            )
         if live is None:
             return dynamic.ReadResult(id_="", outs={})
-        want = {**props, "jobname": JOB_NAME}
+        want = {**props, "jobname": self.job_name}
         outs = {**props, "jobid": live["jobid"], "cron_database": cron_db}
         outs["drift"] = cron.job_problems(live, want)
         return _read_result(str(live["jobid"]), outs)
@@ -178,10 +192,12 @@ class MaintenanceScheduleProvider(_PostgresProvider):
         if cron_db is None:
             return
         with connect(target, cron_db, application_name="penguinmails-schedule") as conn:
-            live = run(target, f"read {JOB_NAME}", lambda: cron.job_get(conn, JOB_NAME, props["username"]))
+            live = run(
+                target, f"read {self.job_name}", lambda: cron.job_get(conn, self.job_name, props["username"])
+            )
             # Only the job this stack scheduled (its recorded id); another one of that name is not ours.
             if live is not None and live["jobid"] == _recorded_jobid(id_, props):
-                run(target, f"unschedule {JOB_NAME}", lambda: cron.job_unschedule(conn, live["jobid"]))
+                run(target, f"unschedule {self.job_name}", lambda: cron.job_unschedule(conn, live["jobid"]))
 
 
 def _recorded_jobid(id_: str, props: dict[str, Any]) -> int | None:
@@ -201,4 +217,5 @@ class MaintenanceSchedule(dynamic.Resource, module="postgres", name="Maintenance
         self, resource_name: str, args: MaintenanceScheduleArgs, opts: pulumi.ResourceOptions | None = None
     ):
         props = {**args.props(), "jobid": None, "cron_database": None}
+        props, opts = with_server(props, args.server, opts)
         super().__init__(MaintenanceScheduleProvider(), resource_name, props, opts)

@@ -53,6 +53,9 @@ CASES = [(tier, kind) for tier in TIERS for kind in TENANT_FACING]
 SHARED_SCHEMAS = {"platform"}
 # Tables without tenant_id fenced by policies of their own (RLS forced), each with its own attack below.
 OWN_POLICY_TABLES = {"app.users": "test_tenant_a_cannot_reach_tenant_b_users"}
+# Platform records without tenant data that one duty may read (SELECT only): the row retention runs (tier,
+# table, counts, times), read by the exporter as readonly; test_postgres_retention attacks the rest.
+RECORD_TABLES = {"retention.runs": ("readonly",)}
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +231,8 @@ def test_tables_without_a_tenant_are_shared_reference_data_read_only(case):
         if not privileges or (tenant and relkind in ("r", "p")):
             continue
         if f"{schema}.{name}" in OWN_POLICY_TABLES and forced:
+            continue
+        if kind in RECORD_TABLES.get(f"{schema}.{name}", ()) and privileges == ["SELECT"] and not tenant:
             continue
         if relkind not in ("r", "p"):
             bad.append(f"{schema}.{name} ({relkind}): {', '.join(privileges)} on a view or foreign table")
@@ -602,6 +607,24 @@ def _the_session_owns_no_queue_table(s: Session) -> None:
         tables = [str(t) for t in parent_tables(admin)]
     for table in tables:
         assert s.rows("SELECT app_private.is_owner_of(%s::regclass)", [table]) == [(False,)], table
+
+
+@attack("content", "app_private.in_retention_run(regclass)")
+@attack("analytics", "app_private.in_retention_run(regclass)")
+@attack("queue", "app_private.in_retention_run(regclass)")
+def _the_session_is_never_a_retention_run(s: Session) -> None:
+    """The retention run's gate (schemas/shared/retention.sql): the role cannot mark its transaction, and even
+    in a transaction marked for it (as inside retention.purge_batch) the gate is false for a tenant role and
+    no row of B shows through any table the role may read."""
+    assert s.error("INSERT INTO internal.retention_active VALUES (pg_current_xact_id())") is not None
+    with s.truth() as admin:
+        tables = parent_tables(admin)
+        admin.execute("INSERT INTO internal.retention_active VALUES (pg_current_xact_id())")
+    for table in tables:
+        assert s.rows("SELECT app_private.in_retention_run(%s::regclass)", [str(table)]) == [(False,)], table
+        query = sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(table.ident)
+        if s.error(query) is None:  # readable by this role (the app's audit trail is append-only)
+            assert not s.mentions_b(s.rows(query)), table
 
 
 def _enqueue_as_a(s: Session, signature_call: str, params: list) -> list[int]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import uuid
 
 import psycopg
@@ -10,6 +13,7 @@ import pytest
 import redis
 from pulumi import automation as auto
 
+from modules.engine import REPO_ROOT, engine_root
 from modules.postgres import admin, pooler
 from modules.postgres.client import connect, tenant_transaction
 from modules.providers import ProviderSettings
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.engine
 STACK = "pgitest"
 PREFIX = "pm_pgitest"
 DATABASE = f"{PREFIX}_oltp"
-ROLES = [f"{PREFIX}_oltp_{kind}" for kind in ("app", "readonly", "migrator")]
+ROLES = [f"{PREFIX}_oltp_{kind}" for kind in ("app", "readonly", "migrator", "reputation", "warmup")]
 QUEUE_USER = "pm-pgitest-queue"
 
 
@@ -62,6 +66,33 @@ def postgres_changes(stack: auto.Stack) -> list[tuple[str, str]]:
 
     stack.preview(color="never", on_event=on_event)
     return changes
+
+
+def audit_of(stack: auto.Stack) -> tuple[int, dict]:
+    """`penguinmails audit --format json` on the test's stack, as an auditor runs it (state and history only)."""
+    env = {**stack.workspace.env_vars}
+    env["PATH"] = f"{engine_root() / 'bin'}:{env.get('PATH', '')}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from modules.cli.main import run; run()",
+            "audit",
+            "--stack",
+            STACK,
+            "--format",
+            "json",
+            "--cwd",
+            stack.workspace.work_dir,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode in (0, 4), done.stderr
+    return done.returncode, json.loads(done.stdout)
 
 
 def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
@@ -120,6 +151,15 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
 
     assert_no_plaintext_secrets(tmp_path, password, devenv_env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"])
 
+    # The audit reads the RLS coverage the migrations recorded: every tenant table enabled, forced, fenced.
+    code, audit = audit_of(stack)
+    assert code == 0 and audit["secrets"]["findings"] == []
+    rls = audit["tiers"]["oltp"]["rls"]
+    assert rls["recorded"] and rls["tenant_tables"] >= 10 and rls["covered"] == rls["tenant_tables"]
+    assert {"app.leads", "app.campaigns"} <= set(rls["tables"])
+    assert audit["tiers"]["oltp"]["ledger_problems"] == []
+    assert [entry["kind"] for entry in audit["history"]] == ["update"]
+
     preview = stack.preview(color="never", expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}
     # Refresh reads every resource back; nothing may look changed afterwards.
@@ -156,6 +196,12 @@ def test_oltp_tier_up_preview_refresh_drift_destroy(tmp_path, devenv_env):
     assert "app.leads: row level security is not forced" in preview.stdout
     assert "has TRUNCATE on app.leads" in preview.stdout
     assert password not in preview.stdout
+    # The refresh recorded the gaps in the state: the audit names them and exits 4, offline.
+    code, audit = audit_of(stack)
+    assert code == 4
+    gaps = audit["tiers"]["oltp"]["rls"]["gaps"]
+    assert "app.leads: RLS not forced" in gaps and "app.campaigns: no tenant fence policy" in gaps
+    assert audit["last_refresh"] is not None and audit["drift"]
 
     assert sorted(postgres_changes(stack)) == [
         ("update", "Role::penguinmails-postgres-oltp-app"),

@@ -87,9 +87,10 @@ def test_moving_tables_out_of_reach_takes_their_old_grants_back(
     db = provision(tier, directory=before)
     try:
         for kind in list(db.missing):  # the duty's grants as they were before the schema existed
-            if set(db.missing[kind]) - {schema}:
+            if schema not in db.missing[kind]:
                 continue  # the duty of a later migration (oltp's warmup, 0010): it comes after them
-            add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] != schema])
+            # Without the moved schema, nor any other one of a later migration (analytics' retention, 0004).
+            add_duty(db, kind, [g for g in grants_for(tier, kind) if g["schema"] not in db.missing[kind]])
         with db.connect() as admin:
             mig.apply(admin, mig.load_dir(REPO_ROOT / "schemas" / tier), owner=db.role("migrator"))
             grants = admin.execute(

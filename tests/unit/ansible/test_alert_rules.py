@@ -85,7 +85,17 @@ def untested_rules(rules: list[dict], cases: list[dict]) -> list[str]:
 
 def test_rule_and_test_files_exist_for_every_component_kind():
     kinds = {p.name.removesuffix(".rules.yml") for p in RULE_FILES}
-    assert kinds == {"host", "mail", "postgres", "redis", "dns", "queue", "reputation", "monitoring"}
+    assert kinds == {
+        "host",
+        "mail",
+        "postgres",
+        "redis",
+        "dns",
+        "queue",
+        "reputation",
+        "monitoring",
+        "retention",
+    }
     assert {p.name.removesuffix(".test.yml") for p in TEST_FILES} == kinds
 
 

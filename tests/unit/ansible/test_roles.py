@@ -17,7 +17,7 @@ from modules.ansible.runner import ANSIBLE_DIR
 
 ROLES = (
     "common", "postfix", "dovecot", "spamassassin", "opendkim", "mailu", "redis", "mta_sts", "acme", "monitoring",
-    "monitoring_agent",
+    "monitoring_agent", "postgresql",
 )  # fmt: skip
 # Variables whose values are secrets; any task that uses one must carry no_log.
 SECRET_VARS = (
@@ -33,6 +33,9 @@ SECRET_VARS = (
     "redis_acl_user",
     "acme_tsig_secret",
     "monitoring_smarthost_password",
+    "postgresql_tls_private_key",
+    "postgresql_admin_password",
+    "postgresql_replication_password",
 )
 
 

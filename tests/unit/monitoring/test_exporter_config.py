@@ -141,3 +141,27 @@ def test_the_warmup_job_needs_both_its_urls_and_they_are_checked(tmp_path):
     assert both["warmup_interval_seconds"] == 60.0 and both["warmup_start_day"] == 2
     config = load_config(_write(tmp_path, both))
     assert config.warmup_url == warmup_url and "pw@" not in repr(config)
+
+
+def test_retention_urls_are_per_retained_tier_checked_and_never_printed(tmp_path):
+    from modules.config.reputation import ReputationConfig
+    from modules.monitoring.component import exporter_settings
+
+    url = "postgresql://pm_dev_queue_readonly:s3cret@127.0.0.1:5433/pm_dev_queue"
+    with pytest.raises(ExporterConfigError, match=r"retention_urls: 'oltp' is not a tier with retention"):
+        load_config(_write(tmp_path, {**GOOD, "retention_urls": {"oltp": url}}))
+    with pytest.raises(
+        ExporterConfigError, match=r"retention_urls: queue: must be a postgresql:// URL"
+    ) as bad:
+        load_config(_write(tmp_path, {**GOOD, "retention_urls": {"queue": "http://x:s3cret@h"}}))
+    assert "s3cret" not in bad.value.message
+
+    def settings(retention_urls):
+        return exporter_settings(
+            stack="dev", environment="dev", reputation=ReputationConfig(), resolvers=[], sending_ips=[],
+            queue=None, oltp_url=None, query_secrets={}, retention_urls=retention_urls,
+        )  # fmt: skip
+
+    assert "retention_urls" not in settings({})
+    config = load_config(_write(tmp_path, settings({"queue": url})))
+    assert config.retention_urls == {"queue": url} and "s3cret" not in repr(config)

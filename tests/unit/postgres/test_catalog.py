@@ -149,3 +149,17 @@ def test_security_problems_name_the_object_and_what_changed():
         "function app.new(): is not from the migrations",
     ]
     assert catalog.security_problems(expected, expected) == []
+
+
+def test_the_retention_clause_is_accepted_only_on_the_retained_tables_naming_themselves():
+    run = "( SELECT app_private.in_retention_run('app.content_objects'::regclass) AS in_retention_run)"
+    both = f"({RENDERED} OR {run})"
+    assert catalog.fence_problem(both, "app.content_objects") is None
+    assert catalog.fence_problem(f"{run} OR {FENCE}", "app.content_objects") is None
+    assert "OR is not allowed" in catalog.fence_problem(both, "app.attachments")  # names another table
+    assert "OR is not allowed" in catalog.fence_problem(both, "app.leads")
+    assert "OR is not allowed" in catalog.fence_problem(both, "app.jobs")  # the queue admits is_owner_of only
+    owner = "( SELECT app_private.is_owner_of('app.content_objects'::regclass) AS is_owner_of)"
+    assert catalog.fence_problem(f"{RENDERED} OR {owner}", "app.content_objects") is not None
+    assert catalog.fence_problem(f"{both} OR true", "app.content_objects") is not None
+    assert catalog.fence_problem(f"tenant_id = tenant_id OR {run}", "app.content_objects") is not None

@@ -153,3 +153,23 @@ def test_the_queue_tier_declares_a_worker_role_with_a_secret_url(mocks):
         assert roles == ["pm-queue-app", "pm-queue-migrator", "pm-queue-readonly", "pm-queue-worker"]
 
     return pulumi.Output.all(tier.worker_url, pulumi.Output.is_secret(tier.worker_url)).apply(check)
+
+
+@pulumi.runtime.test
+def test_retained_tiers_schedule_daily_retention_with_their_days_unless_external(mocks):
+    from modules.postgres.component import PostgresTier
+
+    PostgresTier("pm-content", "content", PostgresTierConfig(), PASSWORDS)
+    PostgresTier("pm-analytics", "analytics", PostgresTierConfig(data_retention_days=400), PASSWORDS)
+    PostgresTier("pm-queue", "queue", PostgresTierConfig(retention_schedule="external"), QUEUE_PASSWORDS)
+    tier = PostgresTier("pm-oltp", "oltp", PostgresTierConfig(), OLTP_PASSWORDS)
+
+    def check(_):
+        jobs = {r.name: r.inputs for r in mocks.resources if r.typ.endswith(":RetentionSchedule")}
+        assert set(jobs) == {"pm-content-retention-schedule", "pm-analytics-retention-schedule"}
+        content = jobs["pm-content-retention-schedule"]
+        assert content["command"] == "CALL retention.run(2555, 5000)"
+        assert (content["username"], content["database"]) == ("pm_dev_content_migrator", "pm_dev_content")
+        assert jobs["pm-analytics-retention-schedule"]["command"] == "CALL retention.run(400, 5000)"
+
+    return tier.app_url.apply(check)

@@ -108,7 +108,21 @@ def test_the_queue_app_reads_its_tables_and_the_worker_only_executes():
 @pytest.mark.parametrize("tier", ["oltp", "content"])
 def test_unchanged_tiers_keep_their_grants_byte_for_byte(tier):
     assert grants_for(tier, "app") == LEGACY_APP
-    assert grants_for(tier, "readonly") == LEGACY_READONLY
+    retention_read = [
+        {"on": "schema", "schema": "retention", "privileges": ["USAGE"]},
+        {"on": "tables", "schema": "retention", "privileges": ["SELECT"]},
+    ]
+    # Content's readonly also reads the record of retention runs (for the exporter), nothing else new.
+    assert grants_for(tier, "readonly") == LEGACY_READONLY + (retention_read if tier == "content" else [])
+
+
+@pytest.mark.parametrize("tier", ["content", "queue", "analytics"])
+def test_only_readonly_reads_the_retention_record_and_nobody_may_run_it(tier):
+    assert grant_map(tier, "readonly")[("tables", "retention")] == {"SELECT"}
+    assert ("functions", "retention") not in grant_map(tier, "readonly")
+    for duty in ("app", "worker"):
+        if (tier, duty) in GRANTS:
+            assert not any(grant["schema"] == "retention" for grant in grants_for(tier, duty)), duty
 
 
 def test_grants_for_returns_copies():

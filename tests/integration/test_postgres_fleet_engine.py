@@ -1,0 +1,214 @@
+"""`pulumi up` with ``postgres.oltp.mode: fleet`` and ``replicas: 1``: the OLTP tier on a VPS of its own and
+a streaming replica, both ordered from a private simulator with podman nodes, certified by the tier's CA,
+converged with the postgresql role; then the tier's roles, database and migrations on it, through the real
+program.
+
+The key attacks of the isolation suite (tests/integration/test_postgres_attacks.py) run against the fleet
+tier as its app and readonly roles; the ``readonly_replica_url`` output reads the rows from the standby and
+cannot write; the replication lag gauge reads the replica; a second preview plans nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+
+import psycopg
+import pytest
+from prometheus_client.core import GaugeMetricFamily
+from pulumi import automation as auto
+
+from devenv.podman_hosts import PodmanHosts
+from modules.monitoring import replication
+from modules.monitoring.exporter import ExporterConfig
+from modules.monitoring.replication import replication_lag_seconds
+from modules.postgres.client import ServerTarget, ca_file, connect
+from modules.postgres.duties import duties_for
+from tests.integration import test_postgres_attacks as attacks
+from tests.support.engine import project_stack
+from tests.support.hostwinds import hostwinds_section, private_simulator
+from tests.support.postgres import TierDb, seed_tenants
+from tests.support.rls import TENANT_A, TENANT_B, count, parent_tables
+
+pytestmark = [pytest.mark.engine, pytest.mark.services]
+
+GATEWAY_PROBE = "10.88.0.2"  # any address on podman's bridge: the route says this machine's source there
+
+
+def _bridge_source() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((GATEWAY_PROBE, 5432))
+        return probe.getsockname()[0]
+
+
+def _config(sim) -> dict:
+    return {
+        "environment": "dev",
+        "redis": {"queue_user": f"pm-fp-{uuid.uuid4().hex[:8]}", "port": 6390},
+        "postgres": {
+            "oltp": {
+                "mode": "fleet",
+                "vps": {
+                    "replicas": 1,
+                    "ssh_key_names": ["penguinmails-dev-operator"],
+                    "rdns_domain": "pg.penguinmails.test",
+                    "memory_mb": 512,
+                    "allowed_networks": [f"{_bridge_source()}/32"],
+                },
+            },
+            **{tier: {"enabled": False} for tier in ("content", "analytics", "queue")},
+        },
+        "hostwinds": hostwinds_section(sim),
+    }
+
+
+def test_up_orders_converges_and_migrates_a_fleet_tier_with_a_replica(tmp_path, devenv_env):
+    prefix = f"pm-fp{uuid.uuid4().hex[:6]}"
+    try:
+        with private_simulator(tmp_path / "sim", backend="podman", podman_prefix=prefix) as sim:
+            operator_key, _ = sim.service.operator_key()
+            stack = project_stack(
+                tmp_path,
+                "dev",
+                config=_config(sim),
+                extra_env={
+                    **sim.env(),
+                    "PENGUINMAILS_FLEET_SSH_PRIVATE_KEY": str(operator_key),
+                    "PENGUINMAILS_ANSIBLE_INVENTORY_DIR": str(tmp_path / "inventory"),
+                    "PENGUINMAILS_ANSIBLE_STATE_DIR": str(tmp_path / "ansible-state"),
+                },
+            )
+            try:
+                _exercise(stack, tmp_path)
+            finally:
+                with contextlib.suppress(auto.CommandError):
+                    stack.destroy(color="never")
+            stack.workspace.remove_stack("dev")
+    finally:
+        PodmanHosts(prefix).clear()
+
+
+def _secret_results(state: dict) -> dict[str, str]:
+    """GeneratedSecret results by resource name (the export shows secrets in plain text)."""
+    found = {}
+    for resource in state["resources"]:
+        result = (resource.get("outputs") or {}).get("result")
+        if resource["type"].endswith("GeneratedSecret") and result is not None:
+            value = result.get("plaintext", result) if isinstance(result, dict) else result
+            found[resource["urn"].rsplit("::", 1)[1]] = value.strip('"')
+    return found
+
+
+def _exercise(stack, tmp_path):
+    started = time.monotonic()
+    up = stack.up(color="never")
+    assert up.summary.result == "succeeded"
+    print(f"\nfleet tier up: {time.monotonic() - started:.0f} s")
+    outputs = stack.outputs()
+    results = outputs["postgres_oltp_host_results"].value
+    assert sorted(results) == ["pg-oltp-01", "pg-oltp-r01"]
+    assert [r["failed"] for r in results.values()] == [0, 0]
+    ca_pem = outputs["postgres_oltp_ca_certificate"].value
+    assert not outputs["postgres_oltp_ca_certificate"].secret and "BEGIN CERTIFICATE" in ca_pem
+    root = ca_file(ca_pem)
+    app_url = outputs["postgres_oltp_app_url"]
+    replica_url = outputs["postgres_oltp_readonly_replica_url"]
+    assert app_url.secret and replica_url.secret
+    assert "sslmode=verify-full" in app_url.value and "sslmode=verify-full" in replica_url.value
+
+    state = stack.export_stack().deployment
+    # The explicit server input (admin password, CA) of every tier resource is a secret in state, and no
+    # plaintext state file of the backend holds the admin password or a private key.
+    secret_sig = "4dabf18193072939515e22adb298388d"
+    servers = 0
+    for resource in state["resources"]:
+        for part in ("inputs", "outputs"):
+            value = (resource.get(part) or {}).get("server")
+            if value is not None:
+                servers += 1
+                assert isinstance(value, dict) and secret_sig in value, (resource["urn"], part)
+    # migrator, database, extensions, migrations, schedule, login roles: inputs and outputs each
+    assert servers >= 10
+    passwords = _secret_results(state)
+    admin_password = passwords["penguinmails-postgres-oltp-admin-password"]
+    backend = [p.read_text() for p in (tmp_path / "state" / "backend").rglob("*.json")]
+    assert backend and not any(admin_password in text or "PRIVATE KEY" in text for text in backend)
+
+    # Migrations ran on the fleet host: the ledger holds every file.
+    with psycopg.connect(app_url.value, sslrootcert=root, connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "pm_dev_oltp_app"
+        tls = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert tls == (True, "TLSv1.3")
+        host = conn.info.host
+    target = ServerTarget(host, 5432, "postgres", admin_password, "verify-full", sslrootcert=root)
+    db = TierDb("oltp", "pm_dev", target)
+    db.passwords = {
+        role: passwords[f"penguinmails-oltp-{role}-password"] for role in ("migrator", *duties_for("oltp"))
+    }
+    with db.connect() as conn:
+        ledger = conn.execute("SELECT count(*) FROM pm_meta.schema_migrations").fetchone()[0]
+    assert ledger == len(outputs_migrations(state)) > 0
+    # pg_cron (for the tiers with partition maintenance; oltp has none) is preloaded and installable.
+    with connect(target, "postgres") as conn:
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        available = conn.execute(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'"
+        ).fetchone()
+    assert set(preload.split(",")) == {"pg_stat_statements", "pg_cron"} and available == (1,)
+
+    # The isolation suite's key attacks, as app and readonly, against the fleet tier.
+    seed_tenants(db, [TENANT_A, TENANT_B])
+    for kind in ("app", "readonly"):
+        case = (db, kind)
+        attacks.test_tenant_a_cannot_read_tenant_b_through_any_table(case)
+        attacks.test_tenant_a_cannot_change_or_delete_tenant_b_rows(case)
+        attacks.test_tenant_a_cannot_insert_for_or_move_rows_to_tenant_b(case)
+        attacks.test_no_tenant_facing_role_can_become_another_role(case)
+        attacks.test_no_tenant_facing_role_can_create_objects_anywhere(case)
+        attacks.test_a_fresh_tier_has_no_role_drift(case)
+        attacks.test_no_function_gives_tenant_a_anything_of_tenant_b(case)
+    attacks.test_tenant_a_cannot_reach_tenant_b_users({"oltp": db})
+    attacks.test_oltp_fleet_tables_are_out_of_reach({"oltp": db})
+
+    # The replica: tenant A's rows through RLS, and no write at all.
+    with db.connect() as conn:
+        table = next(t for t in parent_tables(conn) if t.schema == "app")
+        wanted = count(conn, table, "tenant_id = %s", [TENANT_A])
+    assert wanted > 0
+    deadline = time.monotonic() + 60
+    with psycopg.connect(replica_url.value, sslrootcert=root, connect_timeout=10, autocommit=True) as standby:
+        assert standby.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        assert standby.info.host != host
+        while True:
+            with standby.transaction(force_rollback=True):
+                standby.execute("SELECT set_config('app.tenant_id', %s, true)", [str(TENANT_A)])
+                seen = count(standby, table)
+            if seen == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert seen == wanted
+        with pytest.raises(psycopg.Error, match="during recovery"):
+            with standby.transaction():
+                standby.execute("SET TRANSACTION READ WRITE")
+                standby.execute("CREATE TEMP TABLE x (v int)")
+    lag = replication_lag_seconds(replica_url.value, sslrootcert=root)
+    assert lag is not None and 0 <= lag < 60
+    # The penguinmails exporter's config carries the replica, and its gauge reads it.
+    exporter = ExporterConfig.model_validate(outputs["monitoring_exporter_config"].value)
+    assert [(r.tier, r.url) for r in exporter.replicas] == [("oltp", replica_url.value)]
+    up = GaugeMetricFamily("penguinmails_source_up", "", labels=["source"])
+    (gauge,) = replication.collect(exporter.replicas, 5.0, up)
+    assert [(s.labels, s.value < 60) for s in gauge.samples] == [({"tier": "oltp"}, True)]
+    assert [(s.labels, s.value) for s in up.samples] == [({"source": "replica_oltp"}, 1.0)]
+
+    preview = stack.preview(color="never", expect_no_changes=True)
+    assert set(preview.change_summary) == {"same"}
+
+
+def outputs_migrations(state: dict) -> dict:
+    found = next(
+        r for r in state["resources"] if r["type"].endswith("SchemaMigrations") and "oltp" in r["urn"]
+    )
+    return found["outputs"]["migrations"]

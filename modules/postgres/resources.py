@@ -533,6 +533,8 @@ class SchemaMigrationsProvider(_PostgresProvider):
         changed = _changed(olds, news, ("tier", "database", "owner", "directory", "migrations", "drift"))
         if from_program and olds and not olds.get("fingerprinted"):
             changed.append("fingerprinted")  # state from before the security fingerprint: apply records it
+        if from_program and olds and "rls_coverage" not in olds:
+            changed.append("rls_coverage")  # state from before the audit's RLS coverage: apply records it
         replaces = [key for key in changed if key in ("tier", "database")]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 

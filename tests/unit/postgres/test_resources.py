@@ -134,8 +134,11 @@ def test_migrations_diff_shows_a_new_file_as_a_change():
     olds = migrations(migrations=dict(list(news["migrations"].items())[:-1]))
     result = provider.diff("m", olds, news)
     assert result.changes and result.replaces == []
-    recorded = {**news, "fingerprinted": True}
+    recorded = {**news, "fingerprinted": True, "rls_coverage": {}}
     assert provider.diff("m", recorded, news).changes is False
+    # State from before the audit's RLS coverage: one in-place update records it.
+    uncovered = provider.diff("m", {**news, "fingerprinted": True}, news)
+    assert uncovered.changes is True and uncovered.replaces == []
     assert provider.diff(
         "m", migrations(drift=["app.leads: row level security is not enabled"]), news
     ).changes

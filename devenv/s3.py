@@ -32,6 +32,13 @@ class S3Service(ProcessService):
     binary = "python"
     package = "(PyPI moto[server], this project's dev extras: make bootstrap)"
 
+    def __init__(self, root: Path | None = None, port: int | None = None, host: str | None = None):
+        # ``host``: a private instance on another address (tests: the podman gateway, so fleet hosts reach
+        # it); the certificate then names that address too. The shared service stays on loopback.
+        super().__init__(root, port)
+        if host is not None:
+            self.host = host
+
     @property
     def cert_file(self) -> Path:
         return self.dir / "https.pem"
@@ -47,6 +54,8 @@ class S3Service(ProcessService):
     @property
     def endpoint(self) -> str:
         # localhost, not the IP: the certificate names both, and pgBackRest checks host names.
+        if self.host != "127.0.0.1":
+            return f"https://{self.host}:{self.port}"
         return f"https://localhost:{self.port}"
 
     def executable(self) -> str:
@@ -102,6 +111,8 @@ class S3Service(ProcessService):
         )
         key = ec.generate_private_key(ec.SECP256R1())
         names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        if self.host != "127.0.0.1":
+            names.append(x509.IPAddress(ipaddress.ip_address(self.host)))
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
@@ -189,7 +200,15 @@ class S3Service(ProcessService):
             postgres.start()
 
     def env(self) -> dict[str, str]:
+        fleet = {}
+        if self.host != "127.0.0.1":
+            # Reachable from podman hosts: where a dev stack's fleet tiers (their own VPS) back up to.
+            fleet = {
+                "PENGUINMAILS_FLEET_S3_ENDPOINT": self.endpoint,
+                "PENGUINMAILS_FLEET_S3_CA_FILE": str(self.ca_file),
+            }
         return {
+            **fleet,
             "PENGUINMAILS_S3_ENDPOINT": self.endpoint,
             "PENGUINMAILS_S3_BUCKET": BUCKET,
             "PENGUINMAILS_S3_REGION": REGION,

@@ -140,6 +140,8 @@ class PostgresHost(pulumi.ComponentResource):
     ``connection`` is the playbook's SSH settings; the passwords and ``tls_private_key`` should be Pulumi
     secrets (they are made secret here in any case). ``server`` (secret) is the admin connection of the
     primary for :class:`modules.postgres.component.PostgresTier`; ``replica_address`` is None without one.
+    ``backup`` (the role's plain ``postgresql_backup_*`` variables, see modules/postgres/backup/fleet.py) and
+    ``backup_secrets`` (its S3 keys and cipher pass, secret) make the primary back up with pgBackRest.
     """
 
     host_results: pulumi.Output[dict[str, dict[str, int]]]
@@ -162,6 +164,8 @@ class PostgresHost(pulumi.ComponentResource):
         memory_mb: int = 0,
         max_connections: int = 200,
         archive_command: str = "",
+        backup: Mapping[str, Any] | None = None,
+        backup_secrets: pulumi.Input[Mapping[str, str]] | None = None,
         connection: dict[str, Any] | None = None,
         timeout_seconds: int = DEFAULT_TIMEOUT,
         opts: pulumi.ResourceOptions | None = None,
@@ -173,19 +177,27 @@ class PostgresHost(pulumi.ComponentResource):
         hosts = pulumi.Output.all(first, second).apply(lambda v: [dict(h) for h in v if h])
         per_host = pulumi.Output.all(first, second).apply(lambda v: host_vars(v[0], v[1]))
         plain = pulumi.Output.all(tls_certificate, tls_ca_certificate, allowed_networks).apply(
-            lambda v: playbook_vars(
-                tls_certificate=v[0],
-                tls_ca_certificate=v[1],
-                allowed_networks=list(v[2]),
-                port=port,
-                memory_mb=memory_mb,
-                max_connections=max_connections,
-                archive_command=archive_command,
+            lambda v: (
+                playbook_vars(
+                    tls_certificate=v[0],
+                    tls_ca_certificate=v[1],
+                    allowed_networks=list(v[2]),
+                    port=port,
+                    memory_mb=memory_mb,
+                    max_connections=max_connections,
+                    archive_command=archive_command,
+                )
+                | dict(backup or {})
             )
         )
         secrets = pulumi.Output.secret(
-            pulumi.Output.all(admin_password, tls_private_key, replication_password or "").apply(
-                lambda v: secret_vars(admin_password=v[0], tls_private_key=v[1], replication_password=v[2])
+            pulumi.Output.all(
+                admin_password, tls_private_key, replication_password or "", backup_secrets or {}
+            ).apply(
+                lambda v: (
+                    secret_vars(admin_password=v[0], tls_private_key=v[1], replication_password=v[2])
+                    | dict(v[3] or {})
+                )
             )
         )
         self.playbook = AnsiblePlaybook(

@@ -25,6 +25,7 @@ from modules.dns.sts_fetch import ca_file_for
 from modules.errors import ToolkitError
 from modules.hostwinds.fleet import VpsFleet, sending_addresses
 from modules.monitoring.component import Monitoring, exporter_settings
+from modules.postgres.backup import fleet as fleet_backup
 from modules.postgres.backup.resource import backup_stanzas
 from modules.postgres.component import PostgresTier, default_prefix
 from modules.postgres.duties import duties_for
@@ -427,6 +428,7 @@ class Platform(pulumi.ComponentResource):
         if source and f"{source}/32" not in networks:
             networks.append(f"{source}/32")
         dev = config.environment == "dev"
+        backup = fleet_backup.backup_vars(config.postgres.backup, tier, dev=dev)
         host = PostgresHost(
             f"{name}-postgres-{tier}-host",
             primary=primary,
@@ -441,6 +443,8 @@ class Platform(pulumi.ComponentResource):
             memory_mb=vps.memory_mb,
             max_connections=vps.max_connections,
             archive_command=vps.archive_command,
+            backup=backup,
+            backup_secrets=fleet_backup.backup_secrets(dev=dev) if backup else None,
             connection={"host_key_checking": "off" if dev else "accept-new"},
             opts=child,
         )

@@ -36,6 +36,9 @@ SECRET_VARS = (
     "postgresql_tls_private_key",
     "postgresql_admin_password",
     "postgresql_replication_password",
+    "postgresql_backup_s3_access_key",
+    "postgresql_backup_s3_secret_key",
+    "postgresql_backup_cipher_pass",
 )
 
 

@@ -112,7 +112,8 @@ class S3Service(ProcessService):
         key = ec.generate_private_key(ec.SECP256R1())
         names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         if self.host != "127.0.0.1":
-            names.append(x509.IPAddress(ipaddress.ip_address(self.host)))
+            # pgBackRest 2.45 matches the endpoint against DNS names only, so the address is one of those too.
+            names += [x509.IPAddress(ipaddress.ip_address(self.host)), x509.DNSName(self.host)]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))

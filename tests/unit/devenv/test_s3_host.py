@@ -17,6 +17,10 @@ def test_a_private_instance_on_another_address_names_it_in_its_certificate_and_e
         x509.IPAddress
     )
     assert ipaddress.ip_address("10.88.0.1") in ips and ipaddress.ip_address("127.0.0.1") in ips
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert "10.88.0.1" in names  # pgBackRest 2.45 checks DNS names only
     assert s3.endpoint == "https://10.88.0.1:9555" and s3.address == "10.88.0.1:9555"
     assert "--host" in s3.command() and "10.88.0.1" in s3.command()
     env = s3.env()

@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -27,6 +29,7 @@ from pulumi import automation as auto
 from devenv.podman_hosts import PodmanHosts
 from devenv.prometheus import PODMAN_GATEWAY
 from devenv.s3 import BUCKET, S3Service
+from modules.ansible import runner
 from modules.monitoring import replication
 from modules.monitoring.exporter import ExporterConfig
 from modules.monitoring.replication import replication_lag_seconds
@@ -74,7 +77,7 @@ def _config(sim) -> dict:
     }
 
 
-def test_up_orders_converges_and_migrates_a_fleet_tier_with_a_replica(tmp_path, devenv_env):
+def test_up_orders_converges_and_migrates_a_fleet_tier_with_a_replica(tmp_path, devenv_env, monkeypatch):
     prefix = f"pm-fp{uuid.uuid4().hex[:6]}"
     # A private s3 on the podman gateway (the shared one listens on loopback, out of the hosts' reach).
     s3 = S3Service(root=tmp_path / "s3root", port=free_port(), host=PODMAN_GATEWAY)
@@ -103,7 +106,10 @@ def test_up_orders_converges_and_migrates_a_fleet_tier_with_a_replica(tmp_path, 
             )
             try:
                 _exercise(stack, tmp_path)
-                _check_backups(PodmanHosts(prefix), s3, tmp_path, backup_secrets)
+                _check_backups(stack, PodmanHosts(prefix), s3, tmp_path, backup_secrets)
+                _second_converge_changes_nothing(
+                    stack, PodmanHosts(prefix), tmp_path, operator_key, monkeypatch
+                )
             finally:
                 with contextlib.suppress(auto.CommandError):
                     stack.destroy(color="never")
@@ -133,12 +139,22 @@ def _pgbackrest(hosts: PodmanHosts, host: str, *args: str, check: bool = True) -
     )
 
 
-def _check_backups(hosts: PodmanHosts, s3: S3Service, tmp_path, backup_secrets: dict[str, str]) -> None:
+def _containers(stack, hosts: PodmanHosts) -> tuple[str, str]:
+    """The simulator's containers (named after service ids) of the primary and the replica, by address."""
+    outputs = stack.outputs()
+    by_ip = {ip: name for name, ip in hosts.list().items()}
+    primary = urlsplit(outputs["postgres_oltp_app_url"].value).hostname
+    replica = urlsplit(outputs["postgres_oltp_readonly_replica_url"].value).hostname
+    return by_ip[primary], by_ip[replica]
+
+
+def _check_backups(
+    stack, hosts: PodmanHosts, s3: S3Service, tmp_path, backup_secrets: dict[str, str]
+) -> None:
     """The primary's stanza holds one full backup in the private bucket, encrypted; WAL archives; cron runs
     full and diff as postgres; the replica has no pgBackRest; no backup secret in any file the run left."""
-    (info,) = json.loads(
-        _pgbackrest(hosts, "pg-oltp-01", "--stanza=fleet-oltp", "info", "--output=json").stdout
-    )
+    primary, replica = _containers(stack, hosts)
+    (info,) = json.loads(_pgbackrest(primary, "--stanza=fleet-oltp", "info", "--output=json").stdout)
     assert info["status"]["code"] == 0, info["status"]
     assert [b["type"] for b in info["backup"]] == ["full"]
     assert info["cipher"] == "aes-256-cbc"
@@ -154,25 +170,25 @@ def _check_backups(hosts: PodmanHosts, s3: S3Service, tmp_path, backup_secrets: 
 
     # Archiving works after the backup too: a WAL switch, then check (it waits for the segment in the repo).
     subprocess.run(
-        ["podman", "exec", hosts.container_name("pg-oltp-01"), "runuser", "-u", "postgres", "--",
+        ["podman", "exec", primary, "runuser", "-u", "postgres", "--",
          "psql", "-X", "-At", "-c", "SELECT pg_switch_wal()"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    assert _pgbackrest(hosts, "pg-oltp-01", "--stanza=fleet-oltp", "check").returncode == 0
+    assert _pgbackrest(primary, "--stanza=fleet-oltp", "check").returncode == 0
     crontab = subprocess.run(
-        ["podman", "exec", hosts.container_name("pg-oltp-01"), "crontab", "-l", "-u", "postgres"],
+        ["podman", "exec", primary, "crontab", "-l", "-u", "postgres"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     assert "15 3 * * 0 pgbackrest --stanza=fleet-oltp --type=full backup" in crontab
     assert "15 3 * * 1-6 pgbackrest --stanza=fleet-oltp --type=diff backup" in crontab
     mode = subprocess.run(
-        ["podman", "exec", hosts.container_name("pg-oltp-01"), "stat", "-c", "%a %U %G", "/etc/pgbackrest/pgbackrest.conf"],
+        ["podman", "exec", primary, "stat", "-c", "%a %U %G", "/etc/pgbackrest/pgbackrest.conf"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()  # fmt: skip
     assert mode == ["640", "root", "postgres"]
     # Only the primary backs up: the replica has neither pgBackRest's settings nor a cron entry.
     replica = subprocess.run(
-        ["podman", "exec", hosts.container_name("pg-oltp-r01"), "test", "-e", "/etc/pgbackrest/pgbackrest.conf"],
+        ["podman", "exec", replica, "test", "-e", "/etc/pgbackrest/pgbackrest.conf"],
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert replica.returncode == 1
@@ -184,6 +200,37 @@ def _check_backups(hosts: PodmanHosts, s3: S3Service, tmp_path, backup_secrets: 
             text = path.read_bytes()
             leaked += [(str(path), name) for name, value in backup_secrets.items() if value.encode() in text]
     assert not leaked
+
+
+def _second_converge_changes_nothing(stack, hosts: PodmanHosts, tmp_path, operator_key, monkeypatch) -> None:
+    """The tier's playbook run again with the inputs in state (the export shows secrets): nothing changes,
+    the backup tasks included (no second stanza-create, no second full backup)."""
+    state = stack.export_stack().deployment
+    (playbook,) = [
+        r
+        for r in state["resources"]
+        if r["type"].endswith("Playbook") and "postgres-oltp-host-playbook" in r["urn"]
+    ]
+    secret = playbook["inputs"]["secret_vars"]
+    secret = json.loads(secret["plaintext"]) if isinstance(secret, dict) and "plaintext" in secret else secret
+    monkeypatch.setenv(runner.STATE_DIR_ENV, str(tmp_path / "ansible-state"))
+    monkeypatch.setenv(runner.SSH_KEY_ENV, str(operator_key))
+    started = time.monotonic()
+    run = runner.run_playbook(
+        "postgresql.yml",
+        Path(playbook["outputs"]["inventory_path"]).read_text(),
+        stack="dev",
+        extra_vars=runner.whole_numbers(playbook["inputs"]["vars"]),
+        secret_vars=runner.whole_numbers(secret),
+    )
+    print(f"second converge: {time.monotonic() - started:.0f} s")
+    results = run.host_results()
+    assert sorted(results) == ["pg-oltp-01", "pg-oltp-r01"]
+    assert [(r["changed"], r["failed"]) for r in results.values()] == [(0, 0), (0, 0)], results
+    (info,) = json.loads(
+        _pgbackrest(_containers(stack, hosts)[0], "--stanza=fleet-oltp", "info", "--output=json").stdout
+    )
+    assert [b["type"] for b in info["backup"]] == ["full"]
 
 
 def _secret_results(state: dict) -> dict[str, str]:

@@ -119,12 +119,12 @@ def test_up_orders_converges_and_migrates_a_fleet_tier_with_a_replica(tmp_path, 
         s3.stop()
 
 
-def _pgbackrest(hosts: PodmanHosts, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _pgbackrest(container: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             "podman",
             "exec",
-            hosts.container_name(host),
+            container,
             "runuser",
             "-u",
             "postgres",

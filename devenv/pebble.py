@@ -24,8 +24,6 @@ short-lived profiles), so renewals are driven from the client side: certbot's ``
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -39,6 +37,7 @@ from pathlib import Path
 from devenv.base import Service, ServiceStatus, unless_zombie, wait_until
 from devenv.bind import BIND_PORT
 from devenv.podman_hosts import ensure_default_bridge
+from devenv.tls import ensure_server_files
 from modules.errors import DevenvError
 
 PEBBLE_PORT = 14000
@@ -95,53 +94,14 @@ class PebbleService(Service):
 
     def _ensure_https_certificate(self) -> None:
         """A dev-only CA and Pebble's server certificate for loopback and the podman bridge (made once)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        cert_file, key_file = self.dir / "https.pem", self.dir / "https.key"
-        if cert_file.exists() and key_file.exists() and self.https_ca_file.exists():
-            return
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "penguinmails devenv pebble https CA")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(*[False] * 5, True, True, False, False), critical=True)
-            .sign(ca_key, hashes.SHA256())
+        ensure_server_files(
+            ca_name="penguinmails devenv pebble https CA",
+            cert_file=self.dir / "https.pem",
+            key_file=self.dir / "https.key",
+            ca_file=self.https_ca_file,
+            dns_names=("localhost",),
+            ip_addresses=("127.0.0.1", PODMAN_GATEWAY),
         )
-        key = ec.generate_private_key(ec.SECP256R1())
-        names = [x509.DNSName("localhost")] + [
-            x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", PODMAN_GATEWAY)
-        ]
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key_file.chmod(0o600)
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.https_ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     def config_text(self) -> str:
         return json.dumps(

@@ -11,13 +11,12 @@ secret (0600). A production stack sets all three as secret config (see modules/c
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import sys
 from pathlib import Path
 
 from devenv.base import REPO_ROOT, ProcessService, ServiceStatus
+from devenv.tls import ensure_server_files
 from modules.errors import DevenvError
 
 S3_PORT = 9397
@@ -86,54 +85,18 @@ class S3Service(ProcessService):
         ]
 
     def _ensure_certificate(self) -> None:
-        """A dev-only CA and the server certificate for localhost and 127.0.0.1 (made once)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        if self.cert_file.exists() and self.key_file.exists() and self.ca_file.exists():
-            return
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "penguinmails devenv s3 CA")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(*[False] * 5, True, True, False, False), critical=True)
-            .sign(ca_key, hashes.SHA256())
+        """A dev-only CA and the server certificate for localhost and 127.0.0.1 (made once). On another
+        address the certificate names it too, as an IP and as a DNS name: pgBackRest 2.45 matches the
+        endpoint against DNS names only."""
+        others = () if self.host == "127.0.0.1" else (self.host,)
+        ensure_server_files(
+            ca_name="penguinmails devenv s3 CA",
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            ca_file=self.ca_file,
+            dns_names=("localhost", *others),
+            ip_addresses=("127.0.0.1", *others),
         )
-        key = ec.generate_private_key(ec.SECP256R1())
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        if self.host != "127.0.0.1":
-            # pgBackRest 2.45 matches the endpoint against DNS names only, so the address is one of those too.
-            names += [x509.IPAddress(ipaddress.ip_address(self.host)), x509.DNSName(self.host)]
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        self.key_file.chmod(0o600)
-        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     def client(self):
         """A boto3 S3 client for this endpoint (tests and the bucket check)."""

@@ -32,3 +32,15 @@ def test_the_shared_instance_stays_on_loopback_without_a_fleet_endpoint(tmp_path
     s3 = S3Service(root=tmp_path, port=9556)
     assert s3.host == "127.0.0.1" and s3.endpoint == "https://localhost:9556"
     assert "PENGUINMAILS_FLEET_S3_ENDPOINT" not in s3.env()
+
+
+def test_the_certificate_is_made_once_issued_by_its_ca_and_its_key_is_private(tmp_path):
+    s3 = S3Service(root=tmp_path, port=9557)
+    s3.prepare()
+    ca = x509.load_pem_x509_certificate(s3.ca_file.read_bytes())
+    cert = x509.load_pem_x509_certificate(s3.cert_file.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert s3.key_file.stat().st_mode & 0o777 == 0o600
+    first = s3.cert_file.read_bytes()
+    s3.prepare()
+    assert s3.cert_file.read_bytes() == first  # kept: clients trust the CA they were given

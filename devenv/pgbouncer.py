@@ -153,19 +153,7 @@ class PgBouncerService(ProcessService):
             )
 
     def _admin(self):
-        import psycopg
-
-        env = self.postgres.env()
-        return psycopg.connect(
-            host=env["PENGUINMAILS_POSTGRES_HOST"],
-            port=int(env["PENGUINMAILS_POSTGRES_PORT"]),
-            user=env["PENGUINMAILS_POSTGRES_ADMIN_USER"],
-            password=env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"],
-            dbname="postgres",
-            autocommit=True,
-            application_name="devenv-pgbouncer",
-            connect_timeout=10,
-        )
+        return self.postgres.admin_connection("devenv-pgbouncer")
 
     def _auth_role(self) -> None:
         """The role PgBouncer runs ``auth_query`` as: LOGIN and nothing else (no superuser, no RLS bypass);

@@ -219,6 +219,21 @@ class PostgresService(Service):
             wait_until(lambda: not pid_alive(pid), f"postgres (pid {pid}) to stop", timeout=30)
         return self.status()
 
+    def admin_connection(self, application_name: str = "devenv", dbname: str = "postgres"):
+        """An autocommit psycopg connection as the admin role (other devenv services set up their part)."""
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=ADMIN_USER,
+            password=self.secret("admin.password"),
+            dbname=dbname,
+            autocommit=True,
+            application_name=application_name,
+            connect_timeout=10,
+        )
+
     def env(self) -> dict[str, str]:
         return {
             "PENGUINMAILS_POSTGRES_HOST": self.host,

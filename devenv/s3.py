@@ -135,8 +135,6 @@ class S3Service(ProcessService):
         """
         import pwd
 
-        import psycopg
-
         from devenv.postgres import CONF_DIR, OS_USER, PostgresService
 
         postgres = PostgresService(root=self.dir.parent)
@@ -149,15 +147,7 @@ class S3Service(ProcessService):
                             "archive_command = '/bin/true'\n")  # fmt: skip
             conf.chmod(0o600)
             os.chown(conf, account.pw_uid, account.pw_gid)
-        env = postgres.env()
-        with psycopg.connect(
-            host=env["PENGUINMAILS_POSTGRES_HOST"],
-            port=int(env["PENGUINMAILS_POSTGRES_PORT"]),
-            user=env["PENGUINMAILS_POSTGRES_ADMIN_USER"],
-            password=env["PENGUINMAILS_POSTGRES_ADMIN_PASSWORD"],
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
+        with postgres.admin_connection("devenv-s3") as conn:
             on = conn.execute("SHOW archive_mode").fetchone()[0] == "on"
         if not on:
             postgres.stop()

@@ -203,6 +203,7 @@ def _postgres_url_fields(url: str, given: dict) -> dict[str, object]:
 # OLTP has no registered table yet). Deleting is for good, so where the docs give a range the default is the
 # longer end. Not the backup retention (OLTP 90, Content 180, Queue 30, Analytics 365: postgres.backup).
 DEFAULT_DATA_RETENTION_DAYS = {"oltp": 90, "content": 2555, "queue": 365, "analytics": 365}
+RETAINED_TIERS = ("content", "queue", "analytics")  # the tiers whose migrations register retention policies
 
 
 class PostgresVpsConfig(FleetConfig):

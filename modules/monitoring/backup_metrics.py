@@ -16,8 +16,6 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.postgres.backup import pgbackrest as pb
-
 
 class BackupSource(BaseModel):
     """One stanza: its name and the folder of its pgBackRest files (``<server dir>/pgbackrest``)."""
@@ -36,6 +34,9 @@ class BackupReader:
         self._lock = threading.Lock()
 
     def _read(self) -> list[tuple[str, float | None, bool]]:
+        # Imported here: the exporter runs on hosts without pulumi, which the pgBackRest module pulls in.
+        from modules.postgres.backup import pgbackrest as pb
+
         rows = []
         for source in self.sources:
             cluster = pb.Cluster(source.stanza, Path(source.work_dir).parent / "data", 0)

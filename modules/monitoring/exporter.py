@@ -29,6 +29,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modules.config.model import RETAINED_TIERS
 from modules.config.reputation import check_hostports, split_hostport
 from modules.dns.lookup import lookup_for
 from modules.dns.sts_fetch import PolicyFetcher
@@ -141,7 +142,6 @@ class ExporterConfig(_Model):
     @field_validator("retention_urls")
     @classmethod
     def _retention(cls, value: dict[str, str]) -> dict[str, str]:
-        from modules.postgres.retention import RETAINED_TIERS
 
         for tier, url in value.items():
             if tier not in RETAINED_TIERS:

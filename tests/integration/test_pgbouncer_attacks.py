@@ -8,27 +8,15 @@ server; the admin's and the migrator's connections stay direct, as the stack's d
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from tests.integration.test_postgres_attacks import *  # noqa: F403 - the suite, re-collected here
 from tests.integration.test_postgres_attacks import TIERS
 from tests.support import pooler as support
-from tests.support.postgres import TierDb, provision, seed_tenants, teardown
-from tests.support.rls import TENANT_A, TENANT_B
+from tests.support.postgres import TierDb
 
 
 @pytest.fixture(scope="module")
 def tiers(devenv_env) -> Iterator[dict[str, TierDb]]:
-    created: dict[str, TierDb] = {}
-    with ExitStack() as stack:
-        try:
-            for tier in TIERS:
-                created[tier] = provision(tier)
-                seed_tenants(created[tier], [TENANT_A, TENANT_B])
-            yield {tier: stack.enter_context(support.pool(db, pool_size=3)) for tier, db in created.items()}
-        finally:
-            stack.close()
-            for db in created.values():
-                teardown(db)
+    yield from support.pooled_tiers(TIERS)

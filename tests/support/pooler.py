@@ -54,3 +54,24 @@ def pool(
         yield replace(db, pooled=client_target(pooler), pooled_alias=alias)
     finally:
         pgb.set_entry(pooler, alias, None)
+
+
+def pooled_tiers(tiers: tuple[str, ...], pool_size: int = 3) -> Iterator[dict[str, TierDb]]:
+    """Fresh tier databases with tenants A and B whose tenant-facing roles log in through the pooler (the
+    admin's and the migrator's connections stay direct); torn down afterwards. For a module fixture."""
+    from contextlib import ExitStack
+
+    from tests.support.postgres import provision, seed_tenants, teardown
+    from tests.support.rls import TENANT_A, TENANT_B
+
+    created: dict[str, TierDb] = {}
+    with ExitStack() as stack:
+        try:
+            for tier in tiers:
+                created[tier] = provision(tier)
+                seed_tenants(created[tier], [TENANT_A, TENANT_B])
+            yield {tier: stack.enter_context(pool(db, pool_size=pool_size)) for tier, db in created.items()}
+        finally:
+            stack.close()
+            for db in created.values():
+                teardown(db)

@@ -4,6 +4,7 @@
 #   pulumi-language-python         language host, see README "Engine" for the version    (tools/pulumi-language-python)
 #   pulumi-language-python-exec    copied from the sdk/v3 module in the Go module cache
 #   pulumi-resource-pulumi-python  our own dynamic-provider shim (tools/pulumi-resource-pulumi-python)
+#   pulumi-language-penguinmails-policy  our policy-pack host shim (tools/policy-host/, README "Policy pack")
 # The key hashes the Go wrapper modules and the build recipe (version, flags), so a warm run rebuilds
 # nothing; the shim is not part of the key: it is (re)installed on every run, which costs nothing.
 set -euo pipefail
@@ -20,6 +21,8 @@ dest=".cache/engine/${name}"
 install_shim() {
   cmp -s tools/pulumi-resource-pulumi-python "${dest}/bin/pulumi-resource-pulumi-python" ||
     install -m 0755 tools/pulumi-resource-pulumi-python "${dest}/bin/pulumi-resource-pulumi-python"
+  cmp -s tools/policy-host/pulumi-language-penguinmails-policy "${dest}/bin/pulumi-language-penguinmails-policy" ||
+    install -m 0755 tools/policy-host/pulumi-language-penguinmails-policy "${dest}/bin/pulumi-language-penguinmails-policy"
 }
 
 if [ -f "${dest}/.complete" ]; then

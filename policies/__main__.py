@@ -8,6 +8,8 @@ unwraps them, so a rule can tell a secret password from a plaintext one and neve
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from pulumi_policy import EnforcementLevel, PolicyPack, StackValidationPolicy
 from pulumi_policy import policy as sdk
 
@@ -34,13 +36,27 @@ def _masked(value):
     return value
 
 
+def _plain(value):
+    """The SDK wraps nested values in unknown-checking proxies (in place): back to plain dicts and lists."""
+    if isinstance(value, Mapping | Sequence) and not isinstance(value, str | bytes):
+        try:
+            value = value["__target"]
+        except (KeyError, IndexError, TypeError):
+            pass
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
+
+
 sdk._PolicyAnalyzerServicer.ConfigureStack = _record_stack
 sdk.deserialize_properties = lambda props, proxy_secrets=False: _masked(props)
 
 
 def _policy(name: str, level: str, rule) -> StackValidationPolicy:
     def validate(args, report_violation) -> None:
-        resources = [rules.Resource(r.resource_type, r.urn, dict(r.props["__target"])) for r in args.resources]
+        resources = [rules.Resource(r.resource_type, r.urn, _plain(r.props)) for r in args.resources]
         options = args.get_config() or {}
         if name == "dkim-key-age" and options.get("max_days"):
             found = rules.dkim_key_age(resources, STACK["view"], max_days=float(options["max_days"]))
@@ -53,7 +69,9 @@ def _policy(name: str, level: str, rule) -> StackValidationPolicy:
         name=name,
         description=rules.DESCRIPTIONS[name],
         validate=validate,
-        enforcement_level=EnforcementLevel.MANDATORY if level == rules.MANDATORY else EnforcementLevel.ADVISORY,
+        enforcement_level=EnforcementLevel.MANDATORY
+        if level == rules.MANDATORY
+        else EnforcementLevel.ADVISORY,
     )
 
 

@@ -145,4 +145,10 @@ def render(report: dict[str, Any]) -> str:
         )
     else:
         out.append("No policy violations.")
+    if policy.get("advisories"):
+        out += ["", "Advisory:", ""]
+        out += _table(
+            ["policy", "resource", "message"],
+            [[v.get("policy"), v.get("urn") or "(stack)", v.get("message")] for v in policy["advisories"]],
+        )
     return "\n".join(out) + "\n"

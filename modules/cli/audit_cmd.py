@@ -12,6 +12,7 @@ from modules.audit import markdown, report
 from modules.cli.console import console
 from modules.cli.pulumi_json import pulumi_json
 from modules.errors import ToolkitError
+from modules.policy import rules as policy_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINDINGS = 4  # exit code: the report found plaintext secrets, RLS gaps, ledger problems or drift
@@ -62,7 +63,8 @@ def audit(
 ) -> None:
     """The audit report of a stack from its state and history only (no provider call unless --live).
 
-    Exit code 0 when clean, 4 when it found plaintext secrets, RLS gaps, ledger problems or drift.
+    Exit code 0 when clean, 4 when it found plaintext secrets, RLS gaps, ledger problems or drift
+    (policy violations are reported in their section; `penguinmails preview` is what blocks on them).
     """
     if output_format not in ("markdown", "json"):
         raise ToolkitError(f"--format: {output_format!r} is not markdown or json")
@@ -77,7 +79,12 @@ def audit(
     if not isinstance(deployment, dict) or "resources" not in (deployment.get("deployment") or deployment):
         raise ToolkitError("the export holds no deployment: is it the output of `pulumi stack export`?")
     data = report.build(
-        deployment, entries, stack=stack, repo=REPO_ROOT, prices=_prices(stack, cwd) if live else None
+        deployment,
+        entries,
+        stack=stack,
+        repo=REPO_ROOT,
+        prices=_prices(stack, cwd) if live else None,
+        policy=policy_rules.audit_section(deployment),  # the policy pack's rules over the state
     )
     text = (
         json.dumps(data, indent=2, sort_keys=False) + "\n"

@@ -108,11 +108,24 @@ class FleetConfig(Strict):
     # Node index (1-based) → IPv4 addresses bought in the Hostwinds portal for that node (no API action
     # buys one); each becomes sending IP ip2, ip3, … with PTR <node>-<n>.<rdns_domain> (README, Fleet).
     additional_ips: dict[int, list[str]] = Field(default_factory=dict)
+    # Budget the policy pack enforces (policies/, rule fleet-budget): at most max_nodes nodes and
+    # max_monthly_cost a month, priced with plan_prices (plan id → monthly price, from the price list).
+    max_nodes: int | None = Field(default=None, ge=0, le=500)
+    max_monthly_cost: float | None = Field(default=None, gt=0)
+    plan_prices: dict[int, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
     @field_validator("additional_ips")
     @classmethod
     def _additional_ips(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
         return check_additional_ips(value)
+
+    @model_validator(mode="after")
+    def _budget_priced(self) -> FleetConfig:
+        if self.max_monthly_cost is not None and self.plan_id not in self.plan_prices:
+            raise ValueError(
+                f"plan_prices: give the monthly price of plan {self.plan_id} so max_monthly_cost can be checked"
+            )
+        return self
 
     @field_validator("name_pattern")
     @classmethod

@@ -36,7 +36,9 @@ class PolicyLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def RunPlugin(self, request, context):
         if request.kind and request.kind != "analyzer":
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{RUNTIME} runs policy packs only, not {request.kind}")
+            context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{RUNTIME} runs policy packs only, not {request.kind}"
+            )
         pack_dir = request.info.program_directory or request.program
         env = dict(item.split("=", 1) for item in request.env if "=" in item)
         process = subprocess.Popen(

@@ -184,7 +184,7 @@ def _mta_sts_enforced(resources: list[Resource], stack: StackView) -> dict[str, 
     for r in resources:
         if not r.type.startswith(PLAYBOOK_PREFIX):
             continue
-        for host in list(_dict(r.props.get("host_vars")).values()) + [r.props]:
+        for host in [*_dict(r.props.get("host_vars")).values(), r.props]:
             for domain, policy in _dict(_dict(host).get("mta_sts_policies")).items():
                 if isinstance(policy, str) and re.search(r"^mode:\s*enforce\s*$", policy, re.M):
                     found[str(domain).lower()] = r.urn

@@ -12,6 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from modules.preview.policy import markdown_lines as policy_lines
+
 # Exit codes a pipeline can branch on.
 NO_CHANGES, ERROR, CHANGES, POLICY_VIOLATION = 0, 1, 2, 3
 DESTRUCTIVE = ("replace", "create-replacement", "delete-replaced", "delete")
@@ -228,12 +230,7 @@ def markdown(summary: dict[str, Any]) -> str:
         )
         + "."
     )
-    if summary["policy"]:
-        out += ["", "| policy | level | resource | message |", "|---|---|---|---|"]
-        out += [
-            f"| {v.get('policy')} | {v.get('level')} | {v.get('urn', '')} | {v.get('message', '')} |"
-            for v in summary["policy"]
-        ]
+    out += policy_lines(summary["policy"])  # modules/preview/policy.py
     if summary["diagnostics"]:
         out += ["", "Diagnostics:", ""] + [f"- {line}" for line in summary["diagnostics"]]
     return "\n".join(out) + "\n"

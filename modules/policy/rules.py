@@ -346,47 +346,36 @@ def production_tier_backup(resources: list[Resource], stack: StackView) -> list[
     return out
 
 
+def _plan_key(value: Any) -> str:
+    """Plan ids as the price list keys them: the engine sends every number as a float (1.0)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def fleet_budget(resources: list[Resource], stack: StackView) -> list[Violation]:
     """A typo in fleet.nodes must not order (and bill) a hundred servers: the budget is a second key."""
     fleet = _dict(stack.section("fleet"))
     nodes = _fleet_nodes(resources)
-    out = []
+    reasons = []
     max_nodes = fleet.get("max_nodes")
-    if isinstance(max_nodes, int) and len(nodes) > max_nodes:
-        out.append(
-            Violation(
-                "fleet-budget",
-                MANDATORY,
-                "",
-                f"the fleet has {len(nodes)} nodes, above fleet.max_nodes {max_nodes}",
-            )
-        )
+    if isinstance(max_nodes, int) and not isinstance(max_nodes, bool) and len(nodes) > max_nodes:
+        reasons.append(f"the fleet has {len(nodes)} nodes, above fleet.max_nodes {max_nodes}")
     max_cost = fleet.get("max_monthly_cost")
     if isinstance(max_cost, int | float) and not isinstance(max_cost, bool):
-        prices = {str(k): v for k, v in _dict(fleet.get("plan_prices")).items()}
-        plans = [str(n.props.get("plan_id")) for n in nodes if not _unknown(n.props.get("plan_id"))]
+        prices = {_plan_key(k): v for k, v in _dict(fleet.get("plan_prices")).items()}
+        plans = [_plan_key(n.props.get("plan_id")) for n in nodes if not _unknown(n.props.get("plan_id"))]
         unpriced = sorted({p for p in plans if not isinstance(prices.get(p), int | float)})
+        cost = round(sum(float(prices[p]) for p in plans if p not in unpriced), 2)
         if unpriced:
-            out.append(
-                Violation(
-                    "fleet-budget",
-                    MANDATORY,
-                    "",
-                    f"cannot check fleet.max_monthly_cost: no fleet.plan_prices entry for plan(s) {', '.join(unpriced)}",
-                )
+            reasons.append(
+                "cannot check fleet.max_monthly_cost: no fleet.plan_prices entry for plan(s) "
+                + ", ".join(unpriced)
             )
-        else:
-            cost = round(sum(float(prices[p]) for p in plans), 2)
-            if cost > max_cost:
-                out.append(
-                    Violation(
-                        "fleet-budget",
-                        MANDATORY,
-                        "",
-                        f"the fleet costs {cost:,.2f} a month, above fleet.max_monthly_cost {max_cost:,.2f}",
-                    )
-                )
-    return out
+        elif cost > max_cost:
+            reasons.append(
+                f"the fleet costs {cost:,.2f} a month, above fleet.max_monthly_cost {max_cost:,.2f}"
+            )
+    # One violation: the engine shows one message per policy and resource.
+    return [Violation("fleet-budget", MANDATORY, "", "; ".join(reasons))] if reasons else []
 
 
 # -- advisory -------------------------------------------------------------------------------------------------

@@ -245,6 +245,15 @@ def _leaf_paths(value: Any, path: str, key: str) -> list[str]:
     return []
 
 
+def _known(value: Any) -> Any:
+    """``value`` without the values a preview cannot know yet (they are judged again at ``up``)."""
+    if isinstance(value, dict) and not is_secret(value):
+        return {k: _known(v) for k, v in value.items() if not _unknown(v)}
+    if isinstance(value, list):
+        return [_known(v) for v in value if not _unknown(v)]
+    return value
+
+
 def config_plaintext_secret(resources: list[Resource], stack: StackView) -> list[Violation]:
     """A stack config value that looks secret but is not a Pulumi secret sits in Pulumi.<stack>.yaml in clear."""
     out = []
@@ -252,6 +261,8 @@ def config_plaintext_secret(resources: list[Resource], stack: StackView) -> list
         if key in stack.secret_keys or is_secret(value):
             continue
         name = key.split(":", 1)[-1]
+        if BENIGN_KEY.search(name):
+            continue  # e.g. secretsFromEnv: names the CI variables that carry secrets, holds none
         paths = [key] if _secretish(name) and value not in (None, "") else []
         if not paths and isinstance(value, dict | list):
             paths = _plain_secret_paths(value, key)
@@ -273,7 +284,7 @@ def resource_plaintext_secret(resources: list[Resource], stack: StackView) -> li
     for r in resources:
         if r.type.startswith("pulumi:providers:") or r.type == "pulumi:pulumi:Stack":
             continue  # providers carry the stack config: config-plaintext-secret judges it
-        props = {k: v for k, v in r.props.items() if not k.startswith("__")}
+        props = _known({k: v for k, v in r.props.items() if not k.startswith("__")})
         out += [
             Violation(
                 "resource-plaintext-secret",

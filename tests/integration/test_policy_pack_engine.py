@@ -157,3 +157,36 @@ def test_a_clean_program_passes_and_advisories_only_warn(tmp_path, devenv_env):
     assert summary.returncode == sm.CHANGES, summary.stderr
     data = json.loads(summary.stdout)
     assert [(v["policy"], v["level"]) for v in data["policy"]] == [("dmarc-policy-none", "advisory")]
+
+
+def test_the_real_program_is_judged_on_its_real_resources(tmp_path, devenv_env):
+    """The stack program itself (stacks/), previewed only: fleet nodes without rDNS, above their budget."""
+    from tests.support.engine import project_stack
+
+    config = {
+        "environment": "dev",
+        "monitoring": {"enabled": False},
+        "postgres": {tier: {"enabled": False} for tier in ("oltp", "content", "analytics", "queue")},
+        "hostwinds": {"endpoint": "http://127.0.0.1:8930/cloud/api.php"},
+        "fleet": {"nodes": 2, "max_nodes": 1, "ssh_key_names": ["penguinmails-dev-operator"]},
+    }
+    stack = project_stack(tmp_path, "policyreal", config=config)
+    try:
+        env = pol.engine_env(stack.workspace.env_vars)
+        done = subprocess.run(
+            ["pulumi", "preview", "--stack", "policyreal", "--non-interactive", "--color", "never", *PACK],
+            cwd=stack.workspace.work_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode != 0, out
+        assert (
+            "[mandatory]  fleet-node-rdns  (pulumi-python:dynamic/hostwinds:Vps: penguinmails-fleet-mx-01)"
+            in out
+        )
+        assert "the fleet has 2 nodes, above fleet.max_nodes 1" in out
+    finally:
+        stack.workspace.remove_stack("policyreal")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from modules.audit.secrets_scan import SECRET_SIG, SECRET_SIG_VALUE
 from modules.config.model import FleetConfig
 from modules.policy import pack, rules
 from modules.policy.rules import Resource, StackView
+
+REPO = Path(__file__).resolve().parents[3]
 
 P = "urn:pulumi:prod::penguinmails::penguinmails:platform:Platform"
 FLEET = f"{P}$penguinmails:hostwinds:VpsFleet$pulumi-python:dynamic/hostwinds:Vps::"
@@ -237,3 +240,40 @@ def test_the_pack_masks_secret_values_and_unwraps_the_sdk_proxies():
     proxied = unknown_checking_proxy(masked)
     assert pack.plain(proxied) == {"password": {SECRET_SIG: SECRET_SIG_VALUE}, "list": [{"a": 1}]}
     assert set(rules.RULES) == set(rules.DESCRIPTIONS) and all(rules.DESCRIPTIONS.values())
+
+
+def test_the_audit_report_shows_policy_violations_and_advisories():
+    from modules.audit import markdown, report
+
+    export = {
+        "deployment": {
+            "resources": [
+                {
+                    "urn": f"{P}::default",
+                    "type": "pulumi:providers:pulumi-python",
+                    "inputs": {"penguinmails:hostwindsApiKey": "planted-plaintext-key"},
+                },
+                {"urn": FLEET + "mx-01", "type": rules.VPS, "inputs": {"rdns": ""}, "outputs": {"rdns": ""}},
+                {"urn": dkim("acme.test").urn, "type": rules.DKIM, "outputs": {"domain": "acme.test"}},
+                {
+                    "urn": f"{P}::zone",
+                    "type": rules.RECORDSET,
+                    "modified": "2026-12-01T00:00:00Z",
+                    "outputs": {
+                        "records": [
+                            {"name": "_dmarc.acme.test", "type": "TXT", "values": ["v=DMARC1; p=none"]}
+                        ]
+                    },
+                },
+            ]
+        }
+    }
+    data = report.build(export, [], stack="audit", repo=REPO, policy=rules.audit_section(export))
+    assert [v["policy"] for v in data["policy"]["violations"]] == [
+        "config-plaintext-secret",
+        "fleet-node-rdns",
+    ]
+    assert [v["policy"] for v in data["policy"]["advisories"]] == ["dmarc-policy-none"]
+    text = markdown.render(data)
+    assert "| config-plaintext-secret | mandatory |" in text and "Advisory:" in text
+    assert "planted-plaintext-key" not in text

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from modules.audit.secrets_scan import is_secret, scan_value
+from modules.audit.secrets_scan import SECRET_SIG, SECRET_SIG_VALUE, is_secret, scan_value
 
 MANDATORY, ADVISORY = "mandatory", "advisory"
 PROJECT = "penguinmails"
@@ -84,14 +84,19 @@ class Violation:
 
 
 def parse_config(raw: dict[str, str], secret_keys: Iterable[str] = ()) -> StackView:
-    """The engine hands config values as strings (objects JSON-encoded): parse what parses."""
+    """The engine hands config values as strings (objects JSON-encoded): parse what parses. Secret values
+    (decrypted by the engine) are replaced by the secret marker at once: no rule needs them."""
+    secret_keys = frozenset(secret_keys)
     config: dict[str, Any] = {}
     for key, value in raw.items():
+        if key in secret_keys:
+            config[key] = {SECRET_SIG: SECRET_SIG_VALUE}
+            continue
         try:
             config[key] = json.loads(value) if isinstance(value, str) else value
         except ValueError:
             config[key] = value
-    return StackView(config, frozenset(secret_keys))
+    return StackView(config, secret_keys)
 
 
 def _unknown(value: Any) -> bool:
@@ -476,7 +481,8 @@ def from_export(deployment: dict[str, Any]) -> tuple[list[Resource], StackView]:
     resources, config = [], {}
     for r in body.get("resources") or []:
         if r.get("type", "").startswith("pulumi:providers:pulumi-python"):
-            config.update({k: v for k, v in (r.get("inputs") or {}).items() if k.startswith(f"{PROJECT}:")})
+            # The provider records the stack config as its inputs (project:key; secrets as ciphertext).
+            config.update({k: v for k, v in (r.get("inputs") or {}).items() if ":" in k})
             continue
         props = {**(r.get("inputs") or {}), **(r.get("outputs") or {})}
         resources.append(Resource(r.get("type", ""), r.get("urn", ""), props))

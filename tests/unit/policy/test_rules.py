@@ -229,6 +229,18 @@ def test_the_audit_section_reads_the_config_the_default_provider_recorded():
     assert "planted-plaintext-key" not in json.dumps(section)
 
 
+def test_secret_config_values_never_reach_the_rules():
+    view = rules.parse_config(
+        {"penguinmails:tsigSecret": "decrypted", "penguinmails:fleet": '{"max_nodes": 2}', "x:y": "not json"},
+        ["penguinmails:tsigSecret"],
+    )
+    assert view.config == {
+        "penguinmails:tsigSecret": {SECRET_SIG: SECRET_SIG_VALUE},
+        "penguinmails:fleet": {"max_nodes": 2},
+        "x:y": "not json",
+    }
+
+
 def test_the_pack_masks_secret_values_and_unwraps_the_sdk_proxies():
     from pulumi_policy.proxy import unknown_checking_proxy
 

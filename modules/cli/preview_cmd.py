@@ -60,6 +60,9 @@ def preview(
     stack: str = typer.Option("dev", "--stack", "-s", help="Stack to preview."),
     output_format: str = typer.Option("markdown", "--format", "-f", help="markdown (pull requests) or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the summary here, not to stdout."),
+    json_output: Path | None = typer.Option(
+        None, "--json-output", help="Also write the JSON summary here (one engine run for both formats)."
+    ),
     refresh: bool = typer.Option(False, "--refresh", help="Refresh first (a drift check)."),
     from_json: Path | None = typer.Option(None, "--from-json", help="Summarize a recorded `preview --json`."),
     policy_pack: list[Path] = typer.Option([], "--policy-pack", help="Run this policy pack (repeatable)."),
@@ -108,6 +111,8 @@ def preview(
     if engine_code and result["exit_code"] != sm.POLICY_VIOLATION:
         result["exit_code"] = sm.ERROR
     text = json.dumps(result, indent=2) + "\n" if output_format == "json" else sm.markdown(result)
+    if json_output is not None:
+        json_output.write_text(json.dumps(result, indent=2) + "\n")
     if output is not None:
         output.write_text(text)
         console.print(f"preview summary of {stack!r} written to {output}")

@@ -63,7 +63,7 @@ def validator(name: str):
     def validate(args, report_violation) -> None:
         resources = [rules.Resource(r.resource_type, r.urn, plain(r.props)) for r in args.resources]
         options = args.get_config() or {}
-        if name == "dkim-key-age" and options.get("max_days"):
+        if name == "dkim-key-age" and options.get("max_days") is not None:
             found = rules.dkim_key_age(resources, STACK["view"], max_days=float(options["max_days"]))
         else:
             found = rule(resources, STACK["view"])
@@ -75,7 +75,7 @@ def validator(name: str):
 
 def serve() -> None:
     """Build the pack and serve it to the engine (blocks until the engine stops it)."""
-    from pulumi_policy import EnforcementLevel, PolicyPack, StackValidationPolicy
+    from pulumi_policy import EnforcementLevel, PolicyConfigSchema, PolicyPack, StackValidationPolicy
 
     _adapt_sdk()
     levels = {rules.MANDATORY: EnforcementLevel.MANDATORY, rules.ADVISORY: EnforcementLevel.ADVISORY}
@@ -88,6 +88,10 @@ def serve() -> None:
                 description=rules.DESCRIPTIONS[name],
                 validate=validator(name),
                 enforcement_level=levels[level],
+                # The engine checks --policy-pack-config against it before the preview starts.
+                config_schema=PolicyConfigSchema({"max_days": {"type": "number", "minimum": 0}})
+                if name == "dkim-key-age"
+                else None,
             )
             for name, (level, _) in rules.RULES.items()
         ],

@@ -429,14 +429,14 @@ def dkim_key_age(
             when = datetime.fromisoformat(created.replace("Z", "+00:00"))
         except ValueError:
             continue
-        age = (now - (when if when.tzinfo else when.replace(tzinfo=UTC))).days
+        age = (now - (when if when.tzinfo else when.replace(tzinfo=UTC))).total_seconds() / 86400
         if age > max_days:
             out.append(
                 Violation(
                     "dkim-key-age",
                     ADVISORY,
                     r.urn,
-                    f"DKIM key {r.props.get('selector')} of {r.props.get('domain')} is {age} days old "
+                    f"DKIM key {r.props.get('selector')} of {r.props.get('domain')} is {age:.0f} days old "
                     f"(over {max_days:g}): rotate it",
                 )
             )

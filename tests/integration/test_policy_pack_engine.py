@@ -153,6 +153,29 @@ def test_a_clean_program_passes_and_advisories_only_warn(tmp_path, devenv_env):
     assert "[mandatory]" not in out
     assert "[advisory]  dmarc-policy-none" in out and "globex.test: DMARC policy is p=none" in out
 
+    # The pack's own config is checked by the engine before anything runs, naming the field.
+    bad = tmp_path / "policy-config.json"
+    bad.write_text(json.dumps({"dkim-key-age": {"max_days": "many"}}))
+    refused = subprocess.run(
+        [
+            "pulumi",
+            "preview",
+            "--stack",
+            "clean",
+            "--non-interactive",
+            *PACK,
+            "--policy-pack-config",
+            str(bad),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "dkim-key-age: max_days: Invalid type. Expected: number" in refused.stdout + refused.stderr
+
     summary = _summary(project, env, "clean", "--format", "json")
     assert summary.returncode == sm.CHANGES, summary.stderr
     data = json.loads(summary.stdout)

@@ -58,7 +58,8 @@ def execute(
     if not quiet:
         log = Path(run.artifact_dir) / "stdout"
         if log.is_file():
-            console.print(redact(log.read_text(errors="replace"), *rb.runner.secret_strings(secret_vars)))
+            # Plain text: Ansible's "[host]" must not be read as console markup.
+            print(redact(log.read_text(errors="replace"), *rb.runner.secret_strings(secret_vars)).rstrip())
     mode = "check mode: would change" if check else "changed"
     counts = ", ".join(f"{h} {n}" for h, n in rb.changes(run).items())
     console.print(

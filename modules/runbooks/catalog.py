@@ -103,9 +103,11 @@ def parse_extra_vars(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise RunbookError(f"-e {pair!r}: expected key=value")
         try:
-            found[key.strip()] = yaml.safe_load(value) if value else ""
+            parsed = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:
-            found[key.strip()] = value
+            parsed = value
+        # A time such as 2026-12-03 15:00:00+00 stays text (YAML would make it a datetime).
+        found[key.strip()] = parsed if isinstance(parsed, str | int | float | bool | list | dict) else value
     problems = runner.vars_problems(found, "-e")
     if problems:
         raise ValidationError("runbook variables", problems)

@@ -139,13 +139,22 @@ def run_runbook(
         rc=int(result["rc"] if result["rc"] is not None else -1),
         duration_seconds=round(time.monotonic() - started, 2),
         hosts=runner.stats_by_host(result["stats"]),
-        failures=runner.failures_from_events(result["failures"], secrets),
+        failures=runner.failures_from_events(_command_errors(result["failures"]), secrets),
         artifact_dir=result["artifact_dir"],
     )
     failed = any(s.failed or s.unreachable for s in run.hosts.values())
     if run.status != "successful" or run.rc != 0 or failed or not run.hosts:
         raise RunbookFailed(_failure_message(book, run), run)
     return run
+
+
+def _command_errors(events: list[dict]) -> list[dict]:
+    """A failed ``penguinmails`` command says why on stderr; Ansible's msg only says "non-zero return code"."""
+    for event in events:
+        res = (event.get("event_data") or {}).get("res") or {}
+        if res.get("msg") == "non-zero return code" and str(res.get("stderr") or "").strip():
+            res["msg"] = str(res["stderr"]).strip().splitlines()[-1].removeprefix("error: ")
+    return events
 
 
 def _failure_message(book: Runbook, run: runner.PlaybookRun) -> str:

@@ -47,6 +47,9 @@ def test_extra_vars_parse_yaml_values_and_refuse_bad_names():
         "runbook_ids": [1, 2],
         "runbook_all": True,
     }
+    assert catalog.parse_extra_vars(["runbook_to=2026-12-03 15:00:00+00"]) == {
+        "runbook_to": "2026-12-03 15:00:00+00"
+    }
     assert catalog.parse_extra_vars(['{"runbook_tier": "oltp"}']) == {"runbook_tier": "oltp"}
     with pytest.raises(catalog.RunbookError, match="key=value"):
         catalog.parse_extra_vars(["runbook_host"])

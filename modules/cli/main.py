@@ -14,6 +14,7 @@ from modules.cli import (
     monitoring_cmd,
     preview_cmd,
     queue_cmd,
+    runbook_cmd,
     warmup_cmd,
 )
 from modules.cli.console import errors
@@ -27,6 +28,7 @@ app.add_typer(dns_cmd.app, name="dns")
 app.add_typer(fleet_cmd.app, name="fleet")
 app.add_typer(monitoring_cmd.app, name="monitoring")
 app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(runbook_cmd.app, name="runbook")
 app.add_typer(warmup_cmd.app, name="warmup")
 app.command("audit")(audit_cmd.audit)
 app.command("preview")(preview_cmd.preview)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +49,58 @@ def devenv_env() -> dict[str, str]:
     env = environment()
     os.environ.update(env)
     return env
+
+
+# -- parallel runs (pytest-xdist, `make test` with PYTEST_WORKERS) ------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` a test file is one group (its module fixtures run once, on one worker)
+    unless it names a group of its own with ``xdist_group``. Before xdist's hook, which reads the marks."""
+    if config.getoption("dist", default="no") != "loadgroup":
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0].removeprefix("tests/")))
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _workers_turn(exclusive: bool) -> Iterator[None]:
+    """One test at a time across this run's workers for ``serial`` tests; any number for the others.
+
+    A reader-writer lock on files of this run (xdist's run id): a ``serial`` test waits for the running
+    tests to end and holds the others back meanwhile. The turnstile gives it priority, so workers that go
+    on starting tests cannot keep it waiting for ever.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # not under xdist: tests run one at a time anyway
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"penguinmails-pytest-{run}"
+    turnstile, room = base.with_suffix(".turnstile"), base.with_suffix(".lock")
+    if exclusive:
+        with _flock(turnstile, fcntl.LOCK_EX), _flock(room, fcntl.LOCK_EX):
+            yield
+        return
+    with _flock(turnstile, fcntl.LOCK_EX):
+        pass
+    with _flock(room, fcntl.LOCK_SH):
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Set-up, call and tear-down of each test inside its turn (module fixtures included)."""
+    with _workers_turn(exclusive=item.get_closest_marker("serial") is not None):
+        return (yield)

@@ -5,9 +5,9 @@ SHELL := /bin/bash
 STACK ?= dev
 PY := .venv/bin/python
 # `make test` runs test files on this many pytest-xdist workers (0: in this process, serially). A file's tests
-# stay on one worker (--dist loadgroup: whole files, or an xdist_group mark); PYTEST_ARGS adds to these.
+# stay on one worker (--dist loadfile: module fixtures run once); PYTEST_ARGS adds to these.
 PYTEST_WORKERS ?= 2
-XDIST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+XDIST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 ENV := source tools/env.sh &&
 
 .PHONY: help bootstrap engine devenv-start devenv-stop devenv-status stack up preview check refresh down \

@@ -54,17 +54,6 @@ def devenv_env() -> dict[str, str]:
 # -- parallel runs (pytest-xdist, `make test` with PYTEST_WORKERS) ------------------------------------------
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` a test file is one group (its module fixtures run once, on one worker)
-    unless it names a group of its own with ``xdist_group``. Before xdist's hook, which reads the marks."""
-    if config.getoption("dist", default="no") != "loadgroup":
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0].removeprefix("tests/")))
-
-
 @contextlib.contextmanager
 def _flock(path: Path, mode: int) -> Iterator[None]:
     with path.open("a") as handle:

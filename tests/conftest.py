@@ -44,8 +44,12 @@ def devenv_env() -> dict[str, str]:
     CI and `make test` start them beforehand; starting here too keeps a bare `pytest` run honest
     instead of skipping tests whose service is missing.
     """
-    for service in services():
-        service.start()
+    from devenv.base import devenv_root
+
+    # pytest-xdist workers each run this: one at a time, or two could set up one service's data at once.
+    with _flock(devenv_root() / ".test-start.lock", fcntl.LOCK_EX):
+        for service in services():
+            service.start()
     env = environment()
     os.environ.update(env)
     return env

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from devenv.registry import environment, services
+from tests.support.turns import flock, turn
 
 # The main thread's loop when the test modules are imported: Outputs made at import time (module-level
 # stand-ins) belong to it, so it is the one to give back.
@@ -47,7 +44,7 @@ def devenv_env() -> dict[str, str]:
     from devenv.base import devenv_root
 
     # pytest-xdist workers each run this: one at a time, or two could set up one service's data at once.
-    with _flock(devenv_root() / ".test-start.lock", fcntl.LOCK_EX):
+    with flock(devenv_root() / ".test-start.lock", fcntl.LOCK_EX):
         for service in services():
             service.start()
     env = environment()
@@ -58,42 +55,12 @@ def devenv_env() -> dict[str, str]:
 # -- parallel runs (pytest-xdist, `make test` with PYTEST_WORKERS) ------------------------------------------
 
 
-@contextlib.contextmanager
-def _flock(path: Path, mode: int) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _workers_turn(exclusive: bool) -> Iterator[None]:
-    """One test at a time across this run's workers for ``serial`` tests; any number for the others.
-
-    A reader-writer lock on files of this run (xdist's run id): a ``serial`` test waits for the running
-    tests to end and holds the others back meanwhile. The turnstile gives it priority, so workers that go
-    on starting tests cannot keep it waiting for ever.
-    """
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run:  # not under xdist: tests run one at a time anyway
-        yield
-        return
-    base = Path(tempfile.gettempdir()) / f"penguinmails-pytest-{run}"
-    turnstile, room = base.with_suffix(".turnstile"), base.with_suffix(".lock")
-    if exclusive:
-        with _flock(turnstile, fcntl.LOCK_EX), _flock(room, fcntl.LOCK_EX):
-            yield
-        return
-    with _flock(turnstile, fcntl.LOCK_EX):
-        pass
-    with _flock(room, fcntl.LOCK_SH):
-        yield
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Set-up, call and tear-down of each test inside its turn (module fixtures included)."""
-    with _workers_turn(exclusive=item.get_closest_marker("serial") is not None):
+    """Set-up, call and tear-down of each test inside its turn (module fixtures included); ``serial``
+    tests (they measure or pause the shared dev services) run while no other worker runs one."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # not under pytest-xdist: one test at a time anyway
+        return (yield)
+    with turn(run, exclusive=item.get_closest_marker("serial") is not None):
         return (yield)

@@ -4,6 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 STACK ?= dev
 PY := .venv/bin/python
+# `make test` runs test files on this many pytest-xdist workers (0: in this process, serially). A file's tests
+# stay on one worker (--dist loadfile: module fixtures run once); PYTEST_ARGS adds to these.
+PYTEST_WORKERS ?= 2
+XDIST_ARGS := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 ENV := source tools/env.sh &&
 
 .PHONY: help bootstrap engine devenv-start devenv-stop devenv-status stack up preview check refresh down \
@@ -51,8 +55,8 @@ down: ## Destroy the dev stack and stop the services.
 	  $(ENV) pulumi destroy --stack $(STACK) --yes --non-interactive --color never; fi
 	@$(MAKE) --no-print-directory devenv-stop
 
-test: devenv-start engine ## Run the whole suite (unit, engine and service tests).
-	@$(ENV) $(PY) -m pytest $(PYTEST_ARGS)
+test: devenv-start engine ## Run the whole suite (unit, engine and service tests) on PYTEST_WORKERS workers.
+	@$(ENV) $(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 test-unit: bootstrap ## Only the fast unit tests.
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

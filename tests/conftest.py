@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 
 import pytest
 
 from devenv.registry import environment, services
+from tests.support.turns import flock, turn
 
 # The main thread's loop when the test modules are imported: Outputs made at import time (module-level
 # stand-ins) belong to it, so it is the one to give back.
@@ -39,8 +41,26 @@ def devenv_env() -> dict[str, str]:
     CI and `make test` start them beforehand; starting here too keeps a bare `pytest` run honest
     instead of skipping tests whose service is missing.
     """
-    for service in services():
-        service.start()
+    from devenv.base import devenv_root
+
+    # pytest-xdist workers each run this: one at a time, or two could set up one service's data at once.
+    with flock(devenv_root() / ".test-start.lock", fcntl.LOCK_EX):
+        for service in services():
+            service.start()
     env = environment()
     os.environ.update(env)
     return env
+
+
+# -- parallel runs (pytest-xdist, `make test` with PYTEST_WORKERS) ------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Set-up, call and tear-down of each test inside its turn (module fixtures included); ``serial``
+    tests (they measure or pause the shared dev services) run while no other worker runs one."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # not under pytest-xdist: one test at a time anyway
+        return (yield)
+    with turn(run, exclusive=item.get_closest_marker("serial") is not None):
+        return (yield)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import random
 import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from devenv import bridge_ips
 from devenv.hostwinds_sim.model import Backend, SimError
 
 log = logging.getLogger("hostwinds_sim")
@@ -125,18 +125,18 @@ class PodmanBackend(Backend):
 
         The container has no NET_ADMIN, so the address is added from the host (as root) inside its network
         namespace. Picked at random from the subnet's upper half (podman hands out the lower addresses
-        in order); a restarted container loses it and the simulator adds it again when it starts.
+        in order); a restarted container loses it and the simulator adds it again when it starts. Every
+        address is claimed machine-wide (:mod:`devenv.bridge_ips`): other simulators' picks avoid it.
         """
         hosts = self.hosts()
         cname = hosts.container_name(self.container(sid))
         subnet = _bridge_subnet()
         if ip is None:
-            used = set(hosts.list().values())
-            upper = list(subnet.subnets())[-1]
-            while ip is None or ip in used:
-                ip = str(upper[random.randrange(2, upper.num_addresses - 1)])
+            ip = bridge_ips.pick(list(subnet.subnets())[-1], avoid=hosts.list().values())
         elif ipaddress.ip_address(ip) not in subnet:
             raise ValueError(f"{ip} is outside podman's bridge {subnet}: the container could not use it")
+        else:
+            bridge_ips.claim(ip)  # the caller chose it (and may hold it already): recorded, not refused
         pid = _run(["podman", "inspect", "--format", "{{.State.Pid}}", cname]).strip()
         done = subprocess.run(
             ["nsenter", "-t", pid, "-n", "ip", "addr", "add", f"{ip}/{subnet.prefixlen}", "dev", "eth0"],

@@ -156,7 +156,9 @@ def acme(tmp_path_factory):
         bind.start()
         pebble.start()
         assert pebble.host == PODMAN_GATEWAY, "podman's bridge must be up for the hosts to reach Pebble"
-        hosts = {node: lab.create(node, fqdns[node]) for node in domains}
+        with concurrent.futures.ThreadPoolExecutor(len(domains)) as pool:  # both containers boot at once
+            made = {node: pool.submit(lab.create, node, fqdns[node]) for node in domains}
+            hosts = {node: future.result() for node, future in made.items()}
         users: dict[str, dict[str, str]] = {}
         dkim_keys = []
         for domain in [*domains["mx-1"], *domains["mx-2"], later_domain]:
@@ -185,7 +187,7 @@ def acme(tmp_path_factory):
                 node: {**native_host_vars(hosts[node], ds), "acme_domains": ds}
                 for node, ds in host_domains.items()
             }
-            text = lab.inventory(host_vars=host_vars, group_vars=group_vars)
+            text = lab.inventory(names=list(host_domains), host_vars=host_vars, group_vars=group_vars)
             started = time.monotonic()
             run = runner.run_playbook("mailhost.yml", text, stack=lab.prefix, secret_vars=secret_vars)
             run.wall = time.monotonic() - started
@@ -531,7 +533,9 @@ def test_changed_name_set_reissues_and_rerun_is_idempotent(acme):
         cert = peer_certificate(ip, 587, name, acme["cafile"])
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted(wanted)
-    again = acme["converge"](domains)
+    # Re-run on mx-1 alone: mx-2, whose names did not change, was just shown to change nothing.
+    again = acme["converge"]({"mx-1": domains["mx-1"]})
+    assert set(again.hosts) == {"mx-1"}
     # OpenDKIM is left out: Debian's init script cannot restart it without systemd ("No /usr/sbin/opendkim
     # found running; none killed", the new daemon then exits), so after a domain is added the next run
     # may find it stopped and start it. That is the opendkim role's to fix, not certificate idempotence.

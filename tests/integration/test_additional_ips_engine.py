@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import random
 import subprocess
 import time
 import uuid
@@ -26,6 +25,7 @@ import psycopg
 import pytest
 from pulumi import automation as auto
 
+from devenv import bridge_ips
 from devenv.podman_hosts import PodmanHosts
 from modules.dns import verify
 from modules.dns.lookup import ServerLookup
@@ -95,9 +95,9 @@ def _config(bind, sim, tag: str, address: str) -> dict:
 
 def _bridge_address() -> str:
     """An address in podman's subnet that no container has: the upper quarter, which podman (handing out
-    the low ones in order) does not reach on this machine."""
-    upper = ipaddress.ip_network("10.88.192.0/18")
-    return str(upper[random.randrange(2, upper.num_addresses - 1)])
+    the low ones in order) does not reach on this machine, claimed machine-wide so that no simulator of
+    another test worker hands it out too."""
+    return bridge_ips.pick(ipaddress.ip_network("10.88.192.0/18"))
 
 
 @contextlib.contextmanager
@@ -178,6 +178,7 @@ def test_an_additional_ip_is_refused_until_assigned_then_carries_its_pinned_doma
             stack.workspace.remove_stack("dev")
     finally:
         PodmanHosts(prefix).clear()
+        bridge_ips.release(address)
 
 
 def _refused_before_any_change(stack, sim, bind, address):

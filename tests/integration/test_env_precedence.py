@@ -34,7 +34,9 @@ from modules.engine import REPO_ROOT
 from modules.hostwinds.client import HostwindsClient
 from tests.support.engine import project_stack
 
-pytestmark = [pytest.mark.engine, pytest.mark.services]
+# serial: it counts every request the shared dev services receive and pauses their exporters, so under
+# pytest-xdist no other test may run meanwhile (the other workers wait, see tests/conftest.py).
+pytestmark = [pytest.mark.engine, pytest.mark.services, pytest.mark.serial]
 
 # Each measurement opens one connection of its own to Redis and one session in PostgreSQL.
 OWN_CONNECTIONS = {"hostwinds_calls": 0, "redis_connections": 1, "postgres_sessions": 1, "bind_requests": 0}

@@ -12,6 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from modules.preview import hosts as mail_hosts
+
 # Exit codes a pipeline can branch on.
 NO_CHANGES, ERROR, CHANGES, POLICY_VIOLATION = 0, 1, 2, 3
 DESTRUCTIVE = ("replace", "create-replacement", "delete-replaced", "delete")
@@ -171,6 +173,7 @@ def summarize(
         "by_tier": {k: dict(v) for k, v in sorted(by_tier.items())},
         "fleet_cost": fleet_cost(preview, current or [], prices),
         "policy": policy or [],
+        "hosts": mail_hosts.host_rows(preview, current or []),
         "diagnostics": [
             d.get("message", "").strip()
             for d in preview.get("diagnostics") or []
@@ -228,6 +231,7 @@ def markdown(summary: dict[str, Any]) -> str:
         )
         + "."
     )
+    out += mail_hosts.markdown_lines(summary.get("hosts") or [])
     if summary["policy"]:
         out += ["", "| policy | level | resource | message |", "|---|---|---|---|"]
         out += [

@@ -1,0 +1,258 @@
+"""Mail hosts in refresh and preview, through the real engine, on two podman mail hosts.
+
+One lab for every case, and as few converges as the cases allow:
+1. The stack starts with the old fleet-wide resource (one ``AnsiblePlaybook`` for both hosts, as the dev
+   stack has it), then moves to one resource per host: the per-host resources are created, the old one is
+   deleted last, and the combined on-call inventory of both hosts is still there.
+2. A converged fleet: refresh runs check mode and records no drift; a preview plans nothing.
+3. A line added by hand to ``/etc/postfix/main.cf`` on mx-1: refresh records it in mx-1's ``drift`` (and
+   nothing for mx-2); the check run changed nothing on the host (checksums, mtimes, services); the preview
+   summary's host section lists it and ``--expect-no-changes`` fails; the next up re-runs mx-1 only and
+   repairs the file, and drift is empty again. Secrets (the real DKIM key and mailbox passwords) are in no
+   drift line and no state file in plain text.
+4. mx-2 stopped (podman stop): refresh records it as unreachable without failing; a changed variable makes
+   the next up fail on mx-2 alone while mx-1's resource updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pulumi
+import pytest
+from pulumi import automation as auto
+
+from modules.ansible import per_host, runner
+from modules.ansible.resources import AnsiblePlaybook
+from modules.dns import dkim as dns_dkim
+from modules.engine import engine_env, pulumi_command
+from modules.preview import summary as sm
+from tests.infra.support import DEV_GROUP_VARS, Lab, native_host_vars
+
+pytestmark = [pytest.mark.engine, pytest.mark.services]
+
+ZONE = "drift.penguinmails.test"
+NODES = ["mx-1", "mx-2"]
+WATCHED = [
+    "/etc/postfix/main.cf",
+    "/etc/postfix/master.cf",
+    "/etc/dovecot/dovecot.conf",
+    "/etc/opendkim.conf",
+    "/etc/penguinmails/mail-flavor",
+]
+DAEMONS = ("master", "dovecot", "opendkim", "spamd", "nginx")
+HANDMADE = "handmade_setting_by_oncall = yes"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    found = Lab(tmp_path_factory.mktemp("mailhost-drift"))
+    try:
+        for node in NODES:
+            found.create(node, f"{node}.{ZONE}")
+        yield found
+    finally:
+        found.close()
+
+
+def _secrets() -> dict:
+    keys, users = [], []
+    for node in NODES:
+        pem, _ = dns_dkim.generate_key()
+        domain = f"{node}.{ZONE}"
+        keys.append({"domain": domain, "selector": "pm1", "private_key": pem})
+        users.append({"address": f"postmaster@{domain}", "password": f"pw-{uuid.uuid4().hex}"})
+    return {"opendkim_keys": keys, "dovecot_users": users}
+
+
+def _stack(tmp_path, lab, settings: dict):
+    connection = {"private_key_file": str(lab.key_file), "host_key_checking": "off"}
+    hosts = [lab.hosts[n] for n in NODES]
+    host_vars = {n: native_host_vars(lab.hosts[n], [f"{n}.{ZONE}"]) for n in NODES}
+    group_vars = {**DEV_GROUP_VARS, "monitoring_agent_allowed_sources": ["10.88.0.1"]}
+
+    def program():
+        common = {
+            "playbook": "mailhost.yml",
+            "stack": settings["stack"],
+            "vars": dict(settings["vars"]),
+            "secret_vars": pulumi.Output.secret(settings["secrets"]),
+            "group_vars": group_vars,
+            "connection": connection,
+            "timeout_seconds": 900,
+        }
+        if settings["mode"] == "fleet":  # the resource the dev stack had before per-host resources
+            AnsiblePlaybook("mail-playbook", hosts=hosts, host_vars=host_vars, **common)
+            return
+        playbooks = per_host.host_playbooks("mail", NODES, hosts, host_vars=host_vars, **common)
+        for node, playbook in playbooks.items():
+            pulumi.export(f"{node}_drift", playbook.drift)
+            pulumi.export(f"{node}_runs", playbook.run_count)
+
+    env = {
+        **os.environ,
+        **engine_env(tmp_path / "state"),
+        "PULUMI_PYTHON_CMD": sys.executable,
+        "PENGUINMAILS_ANSIBLE_INVENTORY_DIR": str(tmp_path / "inventory"),
+    }
+    workspace = auto.LocalWorkspaceOptions(
+        work_dir=str(tmp_path),
+        env_vars=env,
+        pulumi_command=pulumi_command(),
+        secrets_provider="passphrase",
+        project_settings=auto.ProjectSettings(name="pm-drift-itest", runtime="python"),
+    )
+    return auto.create_or_select_stack(
+        settings["stack"], project_name="pm-drift-itest", program=program, opts=workspace
+    )
+
+
+def _on_host(lab, node: str, script: str) -> str:
+    done = subprocess.run(
+        ["podman", "exec", lab.podman.container_name(node), "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _fingerprint(lab, node: str) -> str:
+    """Checksums and mtimes of the watched files and the daemons' PIDs (a restart changes them; the podman
+    hosts run no systemd): what a check run must not move."""
+    files = " ".join(WATCHED)
+    return _on_host(
+        lab,
+        node,
+        f"sha256sum {files}; stat -c '%n %Y' {files}; "
+        "ps -eo pid=,ppid=,comm= | awk '$2 == 1 {print $3, $1}' | sort",
+    )
+
+
+def _drift(stack, node: str) -> list[str]:
+    return list(stack.outputs()[f"{node}_drift"].value or [])
+
+
+def _preview_json(stack) -> dict:
+    """``pulumi preview --refresh --json`` of the stack, as ``penguinmails preview --refresh`` runs it."""
+    result = stack.preview(color="never", refresh=True, json=True)
+    return json.loads(result.stdout)
+
+
+def _states(stack) -> list[dict]:
+    return stack.export_stack().deployment["resources"]
+
+
+def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_fails_alone(tmp_path, lab):
+    secrets = _secrets()
+    plain_secrets = [u["password"] for u in secrets["dovecot_users"]] + [
+        line
+        for k in secrets["opendkim_keys"]
+        for line in k["private_key"].splitlines()
+        if "-----" not in line
+    ]
+    settings = {"stack": lab.prefix, "mode": "fleet", "vars": {"postfix_warmup_stage": 3}, "secrets": secrets}
+    stack = _stack(tmp_path, lab, settings)
+    combined = tmp_path / "inventory" / f"generated-{lab.prefix}.yml"
+    try:
+        # 1. The old fleet-wide resource converges both hosts; then the move to per-host resources.
+        assert stack.up(color="never").summary.result == "succeeded"
+        assert combined.exists() and not combined.read_text().startswith(runner.COMBINED_HEADER)
+        settings["mode"] = "per-host"
+        moved = stack.up(color="never")
+        changes = moved.summary.resource_changes
+        assert changes.get("create") == 2 and changes.get("delete") == 1, changes
+        # The old resource's delete ran after the new ones wrote the combined file, and left it.
+        text = combined.read_text()
+        assert text.startswith(runner.COMBINED_HEADER) and all(f"{n}:" in text for n in NODES)
+        playbooks = [r for r in _states(stack) if r["type"] == "pulumi-python:dynamic/ansible:Playbook"]
+        assert sorted(r["outputs"]["inventory_host"] for r in playbooks) == NODES
+        assert all(
+            r["outputs"]["host_results"][r["outputs"]["inventory_host"]]["changed"] == 0 for r in playbooks
+        )
+
+        # 2. Converged: the check run finds nothing on either host, a preview plans nothing.
+        before = {n: _fingerprint(lab, n) for n in NODES}
+        stack.refresh(color="never")
+        assert _drift(stack, "mx-1") == [] and _drift(stack, "mx-2") == [], stack.outputs()
+        stack.preview(color="never", expect_no_changes=True)
+        assert {n: _fingerprint(lab, n) for n in NODES} == before
+
+        # 3. A hand edit on mx-1.
+        _on_host(lab, "mx-1", f"echo '{HANDMADE}' >> /etc/postfix/main.cf")
+        edited = _fingerprint(lab, "mx-1")
+        refreshed = stack.refresh(color="never")
+        assert refreshed.summary.result == "succeeded"
+        drift = _drift(stack, "mx-1")
+        assert any("/etc/postfix/main.cf" in line for line in drift), drift
+        assert _drift(stack, "mx-2") == []
+        # Check mode changed nothing: the edited file is still edited, nothing else moved, services as before.
+        assert _fingerprint(lab, "mx-1") == edited and _fingerprint(lab, "mx-2") == before["mx-2"]
+        assert all(daemon in edited for daemon in DAEMONS), edited
+        assert HANDMADE in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
+        for line in drift:
+            assert HANDMADE not in line and not any(s in line for s in plain_secrets), line
+        for path in (tmp_path / "state").rglob("*.json"):
+            content = path.read_text()
+            assert not any(s in content for s in plain_secrets), f"plaintext secret in {path}"
+        assert not (runner.state_dir() / "artifacts" / lab.prefix).exists() or not any(
+            s in p.read_text(errors="replace")
+            for p in (runner.state_dir() / "artifacts" / lab.prefix).rglob("*")
+            if p.is_file()
+            for s in plain_secrets
+        )
+
+        # The preview: an update of mx-1's playbook, its would-change tasks in the summary's host section.
+        with pytest.raises(auto.CommandError):
+            stack.preview(color="never", expect_no_changes=True)
+        data = _preview_json(stack)
+        summary = sm.summarize(data, stack=lab.prefix, current=_states(stack))
+        rows = {row["host"]: row for row in summary["hosts"]}
+        assert rows["mx-1"]["op"] == "update" and rows["mx-1"]["status"] == "drift", rows
+        assert any("/etc/postfix/main.cf" in line for line in rows["mx-1"]["drift"])
+        assert rows["mx-2"]["op"] == "same" and rows["mx-2"]["status"] == "converged"
+        markdown = sm.markdown(summary)
+        assert "Mail hosts:" in markdown and "/etc/postfix/main.cf" in markdown and HANDMADE not in markdown
+        assert summary["exit_code"] == sm.CHANGES
+        print("\n" + markdown)
+
+        # The next up re-runs mx-1 only and repairs the file; drift is empty again.
+        runs = {n: stack.outputs()[f"{n}_runs"].value for n in NODES}
+        repaired = stack.up(color="never")
+        assert repaired.summary.resource_changes.get("update") == 1, repaired.summary
+        assert repaired.outputs["mx-1_runs"].value == runs["mx-1"] + 1
+        assert repaired.outputs["mx-2_runs"].value == runs["mx-2"]
+        assert repaired.outputs["mx-1_drift"].value == []
+        assert HANDMADE not in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
+        stack.refresh(color="never")
+        assert _drift(stack, "mx-1") == []
+
+        # 4. mx-2 down: refresh records it, an up fails on mx-2 alone while mx-1 converges.
+        subprocess.run(
+            ["podman", "stop", "-t", "2", lab.podman.container_name("mx-2")], check=True, timeout=60
+        )
+        assert stack.refresh(color="never").summary.result == "succeeded"
+        down = _drift(stack, "mx-2")
+        assert len(down) == 1 and down[0].startswith("unreachable: mx-2"), down
+        settings["vars"] = {"postfix_warmup_stage": 4}
+        with pytest.raises(auto.CommandError) as caught:
+            stack.up(color="never")
+        message = str(caught.value)
+        assert "could not reach host mx-2" in message and not any(s in message for s in plain_secrets)
+        states = {
+            r["outputs"].get("inventory_host"): r["outputs"] for r in _states(stack) if "-host-" in r["urn"]
+        }
+        assert states["mx-1"]["run_count"] == runs["mx-1"] + 2  # updated with the new variable
+        assert states["mx-2"]["run_count"] == runs["mx-2"]  # its failed update kept the last good state
+    finally:
+        settings["mode"] = "per-host"
+        with contextlib.suppress(auto.CommandError):
+            stack.destroy(color="never")
+    assert not combined.exists()
+    stack.workspace.remove_stack(settings["stack"])

@@ -4,14 +4,15 @@ One lab for every case, and as few converges as the cases allow:
 1. The stack starts with the old fleet-wide resource (one ``AnsiblePlaybook`` for both hosts, as the dev
    stack has it), then moves to one resource per host: the per-host resources are created, the old one is
    deleted last, and the combined on-call inventory of both hosts is still there.
-2. A converged fleet: refresh runs check mode and records no drift; a preview plans nothing.
-3. A line added by hand to ``/etc/postfix/main.cf`` on mx-1: refresh records it in mx-1's ``drift`` (and
-   nothing for mx-2); the check run changed nothing on the host (checksums, mtimes, services); the preview
-   summary's host section lists it and ``--expect-no-changes`` fails; the next up re-runs mx-1 only and
-   repairs the file, and drift is empty again. Secrets (the real DKIM key and mailbox passwords) are in no
-   drift line and no state file in plain text.
-4. mx-2 stopped (podman stop): refresh records it as unreachable without failing; a changed variable makes
-   the next up fail on mx-2 alone while mx-1's resource updates.
+2. A line added by hand to ``/etc/postfix/main.cf`` on mx-1: ``preview --refresh`` (check mode) plans an
+   update of mx-1's playbook and the summary's host section lists the task; the converged mx-2 shows no
+   would-change task.
+3. ``refresh`` records it in mx-1's ``drift`` (nothing for mx-2) and ``--expect-no-changes`` fails; the check
+   runs changed nothing on either host (checksums, mtimes, daemon PIDs). Secrets (real DKIM keys, mailbox
+   passwords) are in no drift line, no state file in plain text, no kept artifact.
+4. mx-2 stopped (podman stop) and a variable changed: the up fails on mx-2 alone, while mx-1's resource
+   re-runs and repairs the file (drift empty).
+5. A refresh with mx-2 down records it as unreachable (one line, no failed refresh); mx-1 checks clean.
 """
 
 from __future__ import annotations
@@ -177,69 +178,49 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
             r["outputs"]["host_results"][r["outputs"]["inventory_host"]]["changed"] == 0 for r in playbooks
         )
 
-        # 2. Converged: the check run finds nothing on either host, a preview plans nothing.
+        # 2. A hand edit on mx-1. The preview refreshes (check mode on both hosts) and plans an update of
+        # mx-1's playbook only; the summary's host section lists the would-change task.
         before = {n: _fingerprint(lab, n) for n in NODES}
-        stack.refresh(color="never")
-        assert _drift(stack, "mx-1") == [] and _drift(stack, "mx-2") == [], stack.outputs()
-        stack.preview(color="never", expect_no_changes=True)
-        assert {n: _fingerprint(lab, n) for n in NODES} == before
-
-        # 3. A hand edit on mx-1.
+        assert all(daemon in before["mx-1"] for daemon in DAEMONS), before["mx-1"]
         _on_host(lab, "mx-1", f"echo '{HANDMADE}' >> /etc/postfix/main.cf")
         edited = _fingerprint(lab, "mx-1")
-        refreshed = stack.refresh(color="never")
-        assert refreshed.summary.result == "succeeded"
+        data = _preview_json(stack)
+        summary = sm.summarize(data, stack=lab.prefix, current=_states(stack))
+        rows = {row["host"]: row for row in summary["hosts"]}
+        assert rows["mx-1"]["op"] == "update" and rows["mx-1"]["status"] == "drift", rows
+        assert any("/etc/postfix/main.cf" in line for line in rows["mx-1"]["drift"]), rows
+        # The converged host: zero would-change tasks in check mode.
+        assert rows["mx-2"]["op"] == "same" and rows["mx-2"]["status"] == "converged", rows
+        markdown = sm.markdown(summary)
+        assert "Mail hosts:" in markdown and "/etc/postfix/main.cf" in markdown and HANDMADE not in markdown
+        assert summary["exit_code"] == sm.CHANGES
+        print("\n" + markdown)
+
+        # 3. The refresh records it in mx-1's drift output; `--expect-no-changes` (make check) fails.
+        assert stack.refresh(color="never").summary.result == "succeeded"
         drift = _drift(stack, "mx-1")
         assert any("/etc/postfix/main.cf" in line for line in drift), drift
         assert _drift(stack, "mx-2") == []
-        # Check mode changed nothing: the edited file is still edited, nothing else moved, services as before.
+        with pytest.raises(auto.CommandError):
+            stack.preview(color="never", expect_no_changes=True)
+        # Two check runs changed nothing: the edit is still there, nothing else moved, no daemon restarted.
         assert _fingerprint(lab, "mx-1") == edited and _fingerprint(lab, "mx-2") == before["mx-2"]
-        assert all(daemon in edited for daemon in DAEMONS), edited
         assert HANDMADE in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
         for line in drift:
             assert HANDMADE not in line and not any(s in line for s in plain_secrets), line
         for path in (tmp_path / "state").rglob("*.json"):
             content = path.read_text()
             assert not any(s in content for s in plain_secrets), f"plaintext secret in {path}"
-        assert not (runner.state_dir() / "artifacts" / lab.prefix).exists() or not any(
-            s in p.read_text(errors="replace")
-            for p in (runner.state_dir() / "artifacts" / lab.prefix).rglob("*")
-            if p.is_file()
-            for s in plain_secrets
-        )
+        artifacts = runner.state_dir() / "artifacts" / lab.prefix
+        for path in (p for p in artifacts.rglob("*") if p.is_file()):
+            assert not any(s in path.read_text(errors="replace") for s in plain_secrets), path
 
-        # The preview: an update of mx-1's playbook, its would-change tasks in the summary's host section.
-        with pytest.raises(auto.CommandError):
-            stack.preview(color="never", expect_no_changes=True)
-        data = _preview_json(stack)
-        summary = sm.summarize(data, stack=lab.prefix, current=_states(stack))
-        rows = {row["host"]: row for row in summary["hosts"]}
-        assert rows["mx-1"]["op"] == "update" and rows["mx-1"]["status"] == "drift", rows
-        assert any("/etc/postfix/main.cf" in line for line in rows["mx-1"]["drift"])
-        assert rows["mx-2"]["op"] == "same" and rows["mx-2"]["status"] == "converged"
-        markdown = sm.markdown(summary)
-        assert "Mail hosts:" in markdown and "/etc/postfix/main.cf" in markdown and HANDMADE not in markdown
-        assert summary["exit_code"] == sm.CHANGES
-        print("\n" + markdown)
-
-        # The next up re-runs mx-1 only and repairs the file; drift is empty again.
+        # 4. mx-2 stopped, a variable changed: the up fails on mx-2 alone; mx-1 re-runs (the variable and
+        # its drift), which repairs main.cf.
         runs = {n: stack.outputs()[f"{n}_runs"].value for n in NODES}
-        repaired = stack.up(color="never")
-        assert repaired.summary.resource_changes.get("update") == 1, repaired.summary
-        assert repaired.outputs["mx-1_runs"].value == runs["mx-1"] + 1
-        assert repaired.outputs["mx-2_runs"].value == runs["mx-2"]
-        assert repaired.outputs["mx-1_drift"].value == []
-        assert HANDMADE not in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
-        stack.refresh(color="never")
-        assert _drift(stack, "mx-1") == []
-
-        # 4. mx-2 down: refresh records it, an up fails on mx-2 alone while mx-1 converges.
         subprocess.run(
             ["podman", "stop", "-t", "2", lab.podman.container_name("mx-2")], check=True, timeout=60
         )
-        assert stack.refresh(color="never").summary.result == "succeeded"
-        down = _drift(stack, "mx-2")
-        assert len(down) == 1 and down[0].startswith("unreachable: mx-2"), down
         settings["vars"] = {"postfix_warmup_stage": 4}
         with pytest.raises(auto.CommandError) as caught:
             stack.up(color="never")
@@ -248,8 +229,15 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
         states = {
             r["outputs"].get("inventory_host"): r["outputs"] for r in _states(stack) if "-host-" in r["urn"]
         }
-        assert states["mx-1"]["run_count"] == runs["mx-1"] + 2  # updated with the new variable
+        assert states["mx-1"]["run_count"] == runs["mx-1"] + 1 and states["mx-1"]["drift"] == []
         assert states["mx-2"]["run_count"] == runs["mx-2"]  # its failed update kept the last good state
+        assert HANDMADE not in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
+
+        # 5. Refresh with mx-2 down: no failed refresh, one line for mx-2; the repaired mx-1 checks clean.
+        assert stack.refresh(color="never").summary.result == "succeeded"
+        down = _drift(stack, "mx-2")
+        assert len(down) == 1 and down[0].startswith("unreachable: mx-2"), down
+        assert _drift(stack, "mx-1") == []
     finally:
         settings["mode"] = "per-host"
         with contextlib.suppress(auto.CommandError):

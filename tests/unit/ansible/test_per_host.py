@@ -158,3 +158,58 @@ def test_resources_without_refresh_check_keep_no_secrets_and_read_what_is_stored
     outs = provider.create(_news("mx-01", refresh_check=False, inventory_host=None)).outs
     assert "secret_vars" not in outs
     assert provider.read("id", outs).outs == outs and len(calls) == 1
+
+
+@pytest.mark.parametrize("playbook", ["mailhost.yml", "mailu.yml"])
+def test_fleet_wide_mail_playbooks_stop_only_past_a_share_of_failed_hosts(playbook):
+    plays = yaml.safe_load((runner.ANSIBLE_DIR / "playbooks" / playbook).read_text())
+    for play in plays:
+        assert play["max_fail_percentage"] == "{{ penguinmails_max_fail_percentage | default(50) }}", play[
+            "name"
+        ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "survivor_runs"), [([], True), (["-e", "penguinmails_max_fail_percentage=10"], False)]
+)
+def test_the_mail_playbooks_setting_lets_one_dead_host_of_two_drop_out_and_the_other_continue(
+    tmp_path, extra, survivor_runs
+):
+    """The keyword as mailhost.yml has it, run by ansible-playbook on two local hosts, one failing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keyword = yaml.safe_load((runner.ANSIBLE_DIR / "playbooks" / "mailhost.yml").read_text())[0]
+    play = {
+        "name": "Two hosts, one fails.",
+        "hosts": "all",
+        "gather_facts": False,
+        "max_fail_percentage": keyword["max_fail_percentage"],
+        "tasks": [
+            {
+                "name": "Fail on a.",
+                "ansible.builtin.fail": {"msg": "dead"},
+                "when": "inventory_hostname == 'a'",
+            },
+            {"name": "Survivor.", "ansible.builtin.debug": {"msg": "survivor {{ inventory_hostname }}"}},
+        ],
+    }
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([play], sort_keys=False))
+    (tmp_path / "hosts.yml").write_text(
+        yaml.safe_dump({"all": {"vars": {"ansible_connection": "local"}, "hosts": {"a": {}, "b": {}}}})
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "hosts.yml", "play.yml", *extra],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "ANSIBLE_NOCOLOR": "1",
+            "HOME": str(tmp_path),
+        },
+    )
+    assert done.returncode != 0  # host a failed either way
+    assert ("survivor b" in done.stdout) is survivor_runs, done.stdout[-2000:]

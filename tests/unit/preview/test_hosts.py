@@ -77,3 +77,17 @@ def test_summary_and_markdown_carry_the_host_section():
     assert "| mx-01 | update | drift | 2 |" in text and "- Render main.cf: /etc/postfix/main.cf" in text
     assert "| mx-02 | same | converged | 0 |" in text and "[secret]" not in text
     json.dumps(summary)  # JSON for tools
+
+
+def test_a_refresh_step_of_the_preview_gives_the_refreshed_drift():
+    stale = _state("mx-01", [])
+    preview = {
+        "steps": [
+            {"op": "refresh", "urn": URN + "mx-01", "oldState": stale, "newState": _state("mx-01", DRIFT)},
+            {"op": "update", "urn": URN + "mx-01", "oldState": stale, "newState": _state("mx-01", None)},
+        ]
+    }
+    rows = hosts.host_rows(preview)
+    assert [(r["host"], r["op"], r["status"], r["drift"]) for r in rows] == [
+        ("mx-01", "update", "drift", DRIFT)
+    ]

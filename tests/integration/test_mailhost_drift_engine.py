@@ -1,18 +1,15 @@
 """Mail hosts in refresh and preview, through the real engine, on two podman mail hosts.
 
 One lab for every case, and as few converges as the cases allow:
-1. The stack starts with the old fleet-wide resource (one ``AnsiblePlaybook`` for both hosts, as the dev
-   stack has it), then moves to one resource per host: the per-host resources are created, the old one is
-   deleted last, and the combined on-call inventory of both hosts is still there.
+1. One resource per host converges both; the combined on-call inventory lists both hosts.
 2. A line added by hand to ``/etc/postfix/main.cf`` on mx-1: ``preview --refresh`` (check mode) plans an
    update of mx-1's playbook and the summary's host section lists the task; the converged mx-2 shows no
-   would-change task.
-3. ``refresh`` records it in mx-1's ``drift`` (nothing for mx-2) and ``--expect-no-changes`` fails; the check
-   runs changed nothing on either host (checksums, mtimes, daemon PIDs). Secrets (real DKIM keys, mailbox
-   passwords) are in no drift line, no state file in plain text, no kept artifact.
-4. mx-2 stopped (podman stop) and a variable changed: the up fails on mx-2 alone, while mx-1's resource
-   re-runs and repairs the file (drift empty).
-5. A refresh with mx-2 down records it as unreachable (one line, no failed refresh); mx-1 checks clean.
+   would-change task; the check runs changed nothing on either host (checksums, mtimes, daemon PIDs).
+3. mx-2 stopped: ``refresh`` succeeds, records main.cf in mx-1's ``drift`` and one unreachable line for
+   mx-2, and ``--expect-no-changes`` fails. Secrets (real DKIM keys, mailbox passwords) are in no drift
+   line, no state file in plain text, no kept artifact.
+4. A variable changed: the up fails on mx-2 alone, while mx-1's resource re-runs and repairs the file.
+The move from the old fleet-wide resource is in tests/unit/ansible/test_per_host.py (delete order).
 """
 
 from __future__ import annotations
@@ -29,13 +26,13 @@ import pytest
 from pulumi import automation as auto
 
 from modules.ansible import per_host, runner
-from modules.ansible.resources import AnsiblePlaybook
 from modules.dns import dkim as dns_dkim
 from modules.engine import engine_env, pulumi_command
 from modules.preview import summary as sm
 from tests.infra.support import DEV_GROUP_VARS, Lab, native_host_vars
 
-pytestmark = [pytest.mark.engine, pytest.mark.services]
+# Two converges and two check rounds on two hosts: ~10 min on an idle machine, more under load.
+pytestmark = [pytest.mark.engine, pytest.mark.services, pytest.mark.timeout(3000)]
 
 ZONE = "drift.penguinmails.test"
 NODES = ["mx-1", "mx-2"]
@@ -87,9 +84,6 @@ def _stack(tmp_path, lab, settings: dict):
             "connection": connection,
             "timeout_seconds": 900,
         }
-        if settings["mode"] == "fleet":  # the resource the dev stack had before per-host resources
-            AnsiblePlaybook("mail-playbook", hosts=hosts, host_vars=host_vars, **common)
-            return
         playbooks = per_host.host_playbooks("mail", NODES, hosts, host_vars=host_vars, **common)
         for node, playbook in playbooks.items():
             pulumi.export(f"{node}_drift", playbook.drift)
@@ -158,25 +152,21 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
         for line in k["private_key"].splitlines()
         if "-----" not in line
     ]
-    settings = {"stack": lab.prefix, "mode": "fleet", "vars": {"postfix_warmup_stage": 3}, "secrets": secrets}
+    settings = {
+        "stack": lab.prefix,
+        "mode": "per-host",
+        "vars": {"postfix_warmup_stage": 3},
+        "secrets": secrets,
+    }
     stack = _stack(tmp_path, lab, settings)
     combined = tmp_path / "inventory" / f"generated-{lab.prefix}.yml"
     try:
-        # 1. The old fleet-wide resource converges both hosts; then the move to per-host resources.
+        # 1. One resource per host converges both; the combined on-call inventory lists both.
         assert stack.up(color="never").summary.result == "succeeded"
-        assert combined.exists() and not combined.read_text().startswith(runner.COMBINED_HEADER)
-        settings["mode"] = "per-host"
-        moved = stack.up(color="never")
-        changes = moved.summary.resource_changes
-        assert changes.get("create") == 2 and changes.get("delete") == 1, changes
-        # The old resource's delete ran after the new ones wrote the combined file, and left it.
         text = combined.read_text()
         assert text.startswith(runner.COMBINED_HEADER) and all(f"{n}:" in text for n in NODES)
         playbooks = [r for r in _states(stack) if r["type"] == "pulumi-python:dynamic/ansible:Playbook"]
         assert sorted(r["outputs"]["inventory_host"] for r in playbooks) == NODES
-        assert all(
-            r["outputs"]["host_results"][r["outputs"]["inventory_host"]]["changed"] == 0 for r in playbooks
-        )
 
         # 2. A hand edit on mx-1. The preview refreshes (check mode on both hosts) and plans an update of
         # mx-1's playbook only; the summary's host section lists the would-change task.
@@ -195,18 +185,24 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
         assert "Mail hosts:" in markdown and "/etc/postfix/main.cf" in markdown and HANDMADE not in markdown
         assert summary["exit_code"] == sm.CHANGES
         print("\n" + markdown)
+        # The check runs changed nothing: the edit is still there, nothing else moved, no daemon restarted.
+        assert _fingerprint(lab, "mx-1") == edited and _fingerprint(lab, "mx-2") == before["mx-2"]
+        assert HANDMADE in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
 
-        # 3. The refresh records it in mx-1's drift output; `--expect-no-changes` (make check) fails.
+        # 3. mx-2 stopped. The refresh succeeds: mx-1's drift output names main.cf, mx-2's says it is
+        # unreachable (one line); `--expect-no-changes` (make check) fails.
+        subprocess.run(
+            ["podman", "stop", "-t", "2", lab.podman.container_name("mx-2")], check=True, timeout=60
+        )
         assert stack.refresh(color="never").summary.result == "succeeded"
         drift = _drift(stack, "mx-1")
         assert any("/etc/postfix/main.cf" in line for line in drift), drift
-        assert _drift(stack, "mx-2") == []
+        down = _drift(stack, "mx-2")
+        assert len(down) == 1 and down[0].startswith("unreachable: mx-2"), down
         with pytest.raises(auto.CommandError):
             stack.preview(color="never", expect_no_changes=True)
-        # Two check runs changed nothing: the edit is still there, nothing else moved, no daemon restarted.
-        assert _fingerprint(lab, "mx-1") == edited and _fingerprint(lab, "mx-2") == before["mx-2"]
-        assert HANDMADE in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
-        for line in drift:
+        assert _fingerprint(lab, "mx-1") == edited
+        for line in drift + down:
             assert HANDMADE not in line and not any(s in line for s in plain_secrets), line
         for path in (tmp_path / "state").rglob("*.json"):
             content = path.read_text()
@@ -215,12 +211,9 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
         for path in (p for p in artifacts.rglob("*") if p.is_file()):
             assert not any(s in path.read_text(errors="replace") for s in plain_secrets), path
 
-        # 4. mx-2 stopped, a variable changed: the up fails on mx-2 alone; mx-1 re-runs (the variable and
-        # its drift), which repairs main.cf.
+        # 4. A variable changed with mx-2 down: the up fails on mx-2 alone; mx-1 re-runs (the variable and
+        # its drift), which repairs main.cf, and its drift is empty again.
         runs = {n: stack.outputs()[f"{n}_runs"].value for n in NODES}
-        subprocess.run(
-            ["podman", "stop", "-t", "2", lab.podman.container_name("mx-2")], check=True, timeout=60
-        )
         settings["vars"] = {"postfix_warmup_stage": 4}
         with pytest.raises(auto.CommandError) as caught:
             stack.up(color="never")
@@ -232,14 +225,7 @@ def test_hand_edit_shows_in_refresh_and_preview_and_up_repairs_it_one_host_down_
         assert states["mx-1"]["run_count"] == runs["mx-1"] + 1 and states["mx-1"]["drift"] == []
         assert states["mx-2"]["run_count"] == runs["mx-2"]  # its failed update kept the last good state
         assert HANDMADE not in _on_host(lab, "mx-1", "cat /etc/postfix/main.cf")
-
-        # 5. Refresh with mx-2 down: no failed refresh, one line for mx-2; the repaired mx-1 checks clean.
-        assert stack.refresh(color="never").summary.result == "succeeded"
-        down = _drift(stack, "mx-2")
-        assert len(down) == 1 and down[0].startswith("unreachable: mx-2"), down
-        assert _drift(stack, "mx-1") == []
     finally:
-        settings["mode"] = "per-host"
         with contextlib.suppress(auto.CommandError):
             stack.destroy(color="never")
     assert not combined.exists()

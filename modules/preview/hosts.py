@@ -33,7 +33,6 @@ def host_rows(preview: Mapping[str, Any], current: Iterable[Mapping[str, Any]] =
     """One row per mail host: ``host``, ``op`` (the step planned for its playbook), ``status``, ``drift``."""
     stored = {r.get("urn"): r for r in current if r.get("type") == PLAYBOOK_TYPE and _host(r)}
     rows: dict[str, dict[str, Any]] = {}
-    refreshed: dict[str, list[str]] = {}
     for step in preview.get("steps") or []:
         old, new = step.get("oldState"), step.get("newState")
         if (new or old or {}).get("type") != PLAYBOOK_TYPE:
@@ -42,14 +41,13 @@ def host_rows(preview: Mapping[str, Any], current: Iterable[Mapping[str, Any]] =
         if host is None:
             continue
         urn, op = step.get("urn", ""), step.get("op", "")
-        if op == "refresh":  # a refresh step (if the engine lists one): its new state is the refreshed one
-            refreshed[urn] = _drift(new)
+        if op in ("refresh", "read"):
+            # The engine (v3.68) lists a refresh step per resource whose states are the stored ones; the
+            # refreshed state is the old state of the step that follows (same, update).
             continue
         # The step's old state is the refreshed one (preview --refresh); else what the last refresh stored.
         drift = _drift(old) if old and "drift" in (old.get("outputs") or {}) else _drift(stored.get(urn))
         rows[host] = {"host": host, "op": op, "urn": urn, "drift": drift}
-    for row in rows.values():
-        row["drift"] = refreshed.get(row["urn"], row["drift"])
     for urn, resource in stored.items():  # hosts the preview did not list (a recorded preview)
         host = _host(resource)
         if host and host not in rows:

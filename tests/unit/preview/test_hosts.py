@@ -79,12 +79,14 @@ def test_summary_and_markdown_carry_the_host_section():
     json.dumps(summary)  # JSON for tools
 
 
-def test_a_refresh_step_of_the_preview_gives_the_refreshed_drift():
+def test_the_refresh_step_is_ignored_the_next_steps_old_state_is_the_refreshed_one():
+    """The shape `pulumi preview --refresh --json` (v3.68) gives: a refresh step with the stored states,
+    then the update whose old state holds what the refresh read."""
     stale = _state("mx-01", [])
     preview = {
         "steps": [
-            {"op": "refresh", "urn": URN + "mx-01", "oldState": stale, "newState": _state("mx-01", DRIFT)},
-            {"op": "update", "urn": URN + "mx-01", "oldState": stale, "newState": _state("mx-01", None)},
+            {"op": "refresh", "urn": URN + "mx-01", "oldState": stale, "newState": stale},
+            {"op": "update", "urn": URN + "mx-01", "oldState": _state("mx-01", DRIFT), "newState": None},
         ]
     }
     rows = hosts.host_rows(preview)

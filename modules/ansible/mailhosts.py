@@ -3,7 +3,8 @@
 The stack's config decides the flavor (``mail.flavor``: native roles or MailU, one for the whole fleet),
 which node sends for which tenant domain (``sending_node``), the warm-up stage and TLS floor. The fleet's
 inventory output (ready nodes with IPs) and the DNS component's DKIM keys (secret; the selectors resolve
-only once the records are published) feed one :class:`AnsiblePlaybook`, so hosts never sign with a key
+only once the records are published) feed one :class:`AnsiblePlaybook` per node (a dead node fails only
+its own; refresh checks each host in check mode, :mod:`modules.ansible.per_host`), so hosts never sign with a key
 that is not in DNS yet; its MTA-STS policies go to each host's policy server (role ``mta_sts``). Each
 domain gets a ``postmaster@`` mailbox with a generated password, and every report address the DNS
 publishes in a domain of ours (``mail.reports``, ``tlsrpt@<domain>``) a mailbox on the node that receives
@@ -19,7 +20,7 @@ import pulumi
 
 from modules.acme import names as acme_names
 from modules.acme import settings as acme_settings
-from modules.ansible.resources import AnsiblePlaybook
+from modules.ansible import per_host
 from modules.config import sending_ips
 from modules.config.model import StackConfig
 from modules.config.warmup import start_caps
@@ -352,18 +353,23 @@ class MailHosts(pulumi.ComponentResource):
                     ),
                 }
             )
-        self.playbook = AnsiblePlaybook(
-            f"{name}-playbook",
-            hosts=hosts,
+        # One resource per node: a dead node fails only its own resource, refresh checks each host.
+        self.playbooks = per_host.host_playbooks(
+            name,
+            config.fleet.node_names(),
+            hosts,
+            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes, policies)),
             playbook="mailu.yml" if flavor == "mailu" else "mailhost.yml",
             vars=play_vars,
             secret_vars=secret_vars,
-            host_vars=hosts.apply(lambda nodes: plan_host_vars(config, nodes, policies)),
             group_vars=DEV_GROUP_VARS if dev else {},
             # Dev hosts are containers that get new host keys when rebuilt; real hosts are pinned on first use.
             connection={"host_key_checking": "off" if dev else "accept-new"},
             opts=child,
         )
-        self.host_results = self.playbook.host_results
+        self.playbook = next(
+            iter(self.playbooks.values())
+        )  # the first node's (tests, callers waiting on one)
+        self.host_results = per_host.merged_results(self.playbooks)
         self.inventory_path = self.playbook.inventory_path
         self.register_outputs({"host_results": self.host_results, "inventory_path": self.inventory_path})

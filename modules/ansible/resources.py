@@ -23,9 +23,9 @@ import pulumi.dynamic as dynamic
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
 
-from modules.ansible import runner
-from modules.errors import ValidationError
-from modules.providers import ProviderSettings
+from modules.ansible import drift, runner
+from modules.errors import ToolkitError, ValidationError
+from modules.providers import ProviderSettings, redact
 
 DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT
 # Inputs that make up the inventory; a change to any of them re-runs the playbook.
@@ -57,9 +57,9 @@ def inventory_file_name(stack: str, playbook: str) -> str:
     return stack if playbook == "mailhost.yml" else f"{stack}-{playbook.removesuffix('.yml')}"
 
 
-def render(props: Mapping[str, Any], settings: ProviderSettings | None = None) -> str:
+def inventory_data(props: Mapping[str, Any], settings: ProviderSettings | None = None) -> dict[str, Any]:
     playbook = props["playbook"]
-    inventory = runner.build_inventory(
+    return runner.build_inventory(
         list(props["hosts"]),
         runner.PLAYBOOK_GROUPS[playbook],
         host_vars=props.get("host_vars") or {},
@@ -68,7 +68,38 @@ def render(props: Mapping[str, Any], settings: ProviderSettings | None = None) -
         known_hosts_default=runner.state_dir() / f"known_hosts-{props['stack']}",
         settings=settings,
     )
-    return runner.render_inventory(inventory, props["stack"], playbook)
+
+
+def render(props: Mapping[str, Any], settings: ProviderSettings | None = None) -> str:
+    return runner.render_inventory(inventory_data(props, settings), props["stack"], props["playbook"])
+
+
+def check_drift(props: Mapping[str, Any], settings: ProviderSettings | None = None) -> list[str]:
+    """Run the playbook with ``--check --diff`` against the resource's hosts: what would change, as lines.
+
+    Empty on a converged host. An unreachable host or a failed check is one line too (so the next
+    preview shows an update and the next up re-runs, failing on that host alone); never raises for it.
+    """
+    props = runner.whole_numbers(dict(props))
+    secrets = runner.secret_strings(props.get("secret_vars") or {})
+    try:
+        text = render(props, settings)
+        run = runner.run_playbook(
+            props["playbook"],
+            text,
+            stack=props["stack"],
+            extra_vars=props.get("vars") or {},
+            secret_vars=props.get("secret_vars") or {},
+            timeout=int(props.get("timeout_seconds") or DEFAULT_TIMEOUT),
+            forks=min(max(len(props.get("hosts") or []), 5), 25),
+            check=True,
+        )
+    except ToolkitError as exc:
+        return [redact(f"check not run: {' '.join(str(exc).split())[:300]}", *secrets)]
+    lines = drift.failure_lines(run.failures, secrets) + drift.drift_lines(run.changes, secrets)
+    if not lines and (not run.hosts or run.rc != 0):
+        lines = [f"check run ended with status {run.status} (rc {run.rc}) and no host results"]
+    return lines
 
 
 class AnsiblePlaybookProvider(dynamic.ResourceProvider):
@@ -118,6 +149,8 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
         if has_unknown(news):
             return dynamic.DiffResult(changes=True, replaces=[], delete_before_replace=False)
         changed = []
+        if olds.get("drift"):  # a refresh found the host changed by hand (or unreachable): re-converge
+            changed.append("drift")
         if olds.get("content_hash") != news.get("content_hash"):
             changed.append("content_hash")
         if olds.get("inventory_hash") != inventory_hash(news):
@@ -132,9 +165,14 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
 
     def _run(self, props: dict[str, Any], salt: str, run_count: int) -> dict[str, Any]:
         props = runner.whole_numbers(props)
-        text = render(props, getattr(self, "settings", None))
+        data = inventory_data(props, getattr(self, "settings", None))
         stack, playbook = props["stack"], props["playbook"]
-        path = runner.write_inventory(inventory_file_name(stack, playbook), text)
+        file_name = inventory_file_name(stack, playbook)
+        text = runner.render_inventory(data, stack, playbook)
+        if props.get("inventory_host"):  # per-host resources share one combined on-call file
+            path = runner.write_inventory_fragment(file_name, props["inventory_host"], data, playbook)
+        else:
+            path = runner.write_inventory(file_name, text)
         hosts = props.get("hosts") or []
         run = runner.run_playbook(
             playbook,
@@ -145,7 +183,10 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
             timeout=int(props["timeout_seconds"]),
             forks=min(max(len(hosts), 5), 25),
         )
-        outs = {key: value for key, value in props.items() if key != "secret_vars"}
+        # A resource checked on refresh keeps its secret variables (a secret output, encrypted in state):
+        # the check run needs them, and read() only sees outputs.
+        keep_secrets = bool(props.get("refresh_check"))
+        outs = {key: value for key, value in props.items() if key != "secret_vars" or keep_secrets}
         outs.update(
             {
                 "inventory_hash": inventory_hash(props),
@@ -157,6 +198,7 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
                 "last_run_seconds": run.duration_seconds,
                 "inventory_path": str(path),
                 "artifact_dir": run.artifact_dir,
+                "drift": [],
             }
         )
         return outs
@@ -171,16 +213,23 @@ class AnsiblePlaybookProvider(dynamic.ResourceProvider):
         return dynamic.UpdateResult(outs=self._run(news, salt, int(olds.get("run_count") or 0) + 1))
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
-        # The hosts' state is checked by re-running (changed=0 expected), not by refresh: what is stored
-        # is what the last run reported.
-        return dynamic.ReadResult(id_=id_, outs=props)
+        # With refresh_check, refresh runs the playbook in check mode and records what would change in
+        # ``drift``; diff then plans an update. Without it, what is stored is what the last run reported.
+        if not props.get("refresh_check"):
+            return dynamic.ReadResult(id_=id_, outs=props)
+        return dynamic.ReadResult(
+            id_=id_, outs={**props, "drift": check_drift(props, getattr(self, "settings", None))}
+        )
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         try:
-            path = runner.inventory_path(inventory_file_name(props["stack"], props["playbook"]))
+            name = inventory_file_name(props["stack"], props["playbook"])
+            if props.get("inventory_host"):
+                runner.remove_inventory_fragment(name, props["inventory_host"], props["playbook"])
+            else:
+                runner.remove_inventory(name)
         except (KeyError, ValidationError):
             return
-        path.unlink(missing_ok=True)
 
 
 class AnsiblePlaybook(dynamic.Resource, module="ansible", name="Playbook"):
@@ -197,6 +246,7 @@ class AnsiblePlaybook(dynamic.Resource, module="ansible", name="Playbook"):
     content_hash: pulumi.Output[str]
     vars_hash: pulumi.Output[str]
     inventory_hash: pulumi.Output[str]
+    drift: pulumi.Output[list[str]]
 
     def __init__(
         self,
@@ -211,6 +261,8 @@ class AnsiblePlaybook(dynamic.Resource, module="ansible", name="Playbook"):
         group_vars: pulumi.Input[dict[str, Any]] | None = None,
         connection: dict[str, Any] | None = None,
         timeout_seconds: int = DEFAULT_TIMEOUT,
+        inventory_host: str | None = None,
+        refresh_check: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
         props = {
@@ -225,6 +277,15 @@ class AnsiblePlaybook(dynamic.Resource, module="ansible", name="Playbook"):
             "group_vars": group_vars or {},
             "connection": connection or {},
             "timeout_seconds": timeout_seconds,
+            # One host's resource (per-host fleets): its fragment of the combined on-call inventory.
+            "inventory_host": inventory_host,
+            "refresh_check": refresh_check,
         }
-        props.update({key: None for key in (*RESULT_KEYS, "inventory_hash", "vars_hash", "vars_salt")})
+        props.update(
+            {key: None for key in (*RESULT_KEYS, "inventory_hash", "vars_hash", "vars_salt", "drift")}
+        )
+        if refresh_check:
+            opts = pulumi.ResourceOptions.merge(
+                pulumi.ResourceOptions(additional_secret_outputs=["secret_vars"]), opts
+            )
         super().__init__(AnsiblePlaybookProvider(), name, props, opts)

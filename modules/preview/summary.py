@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from modules.preview import hosts as mail_hosts
 from modules.preview.policy import markdown_lines as policy_lines
 
 # Exit codes a pipeline can branch on.
@@ -173,6 +174,7 @@ def summarize(
         "by_tier": {k: dict(v) for k, v in sorted(by_tier.items())},
         "fleet_cost": fleet_cost(preview, current or [], prices),
         "policy": policy or [],
+        "hosts": mail_hosts.host_rows(preview, current or []),
         "diagnostics": [
             d.get("message", "").strip()
             for d in preview.get("diagnostics") or []
@@ -230,6 +232,7 @@ def markdown(summary: dict[str, Any]) -> str:
         )
         + "."
     )
+    out += mail_hosts.markdown_lines(summary.get("hosts") or [])
     out += policy_lines(summary["policy"])  # modules/preview/policy.py
     if summary["diagnostics"]:
         out += ["", "Diagnostics:", ""] + [f"- {line}" for line in summary["diagnostics"]]

@@ -178,7 +178,9 @@ def _exercise(stack, prefix: str, sink: Sink) -> None:
     # run without nftables; tests/integration/test_ansible_monitoring_agent.py attacks that rule).
     deployment = stack.export_stack().deployment
     mail_playbook = next(
-        r for r in deployment["resources"] if r["urn"].endswith("penguinmails-mail-playbook")
+        r
+        for r in deployment["resources"]
+        if "penguinmails-mail-host-" in r["urn"]  # one per node
     )
     assert mail_playbook["inputs"]["vars"]["monitoring_agent_allowed_sources"] == [mon_ip]
 

@@ -170,13 +170,22 @@ def mocks():
 
 
 @pulumi.runtime.test
-def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(mocks):
+def test_component_declares_one_playbook_per_host_with_dev_settings_and_secret_mailboxes(mocks):
     hosts = mailhosts.MailHosts("pm-mail", _config(), INVENTORY)
 
     def check(_):
         playbooks = [a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook"]
-        assert len(playbooks) == 1
-        inputs = playbooks[0].inputs
+        # One resource per node, named after it; each converges and checks only its own host.
+        assert sorted(p.name for p in playbooks) == ["pm-mail-host-mx-01", "pm-mail-host-mx-02"]
+        by_name = {p.name: p.inputs for p in playbooks}
+        second = by_name["pm-mail-host-mx-02"]
+        assert [h["name"] for h in second["hosts"]] == ["mx-02"] and set(second["host_vars"]) == {"mx-02"}
+        assert second["inventory_host"] == "mx-02" and second["refresh_check"] is True
+        assert by_name["pm-mail-host-mx-01"]["host_vars"]["mx-01"]["postfix_virtual_domains"] == [
+            "acme.example.net",
+            "cove.example.net",
+        ]
+        inputs = second
         assert inputs["playbook"] == "mailhost.yml"
         assert inputs["group_vars"] == mailhosts.DEV_GROUP_VARS
         assert inputs["connection"] == {"host_key_checking": "off"}
@@ -196,7 +205,7 @@ def test_component_declares_one_playbook_with_dev_settings_and_secret_mailboxes(
         secrets = [a for a in mocks.created if a.typ.endswith("GeneratedSecret")]
         assert len(secrets) == 6
 
-    return hosts.playbook.urn.apply(check)
+    return pulumi.Output.all(*(p.urn for p in hosts.playbooks.values()), hosts.host_results).apply(check)
 
 
 @pulumi.runtime.test
@@ -384,7 +393,8 @@ def test_the_sender_routes_agent_gets_the_endpoint_its_token_as_a_secret_and_eac
     )  # fmt: skip
 
     def check(_):
-        playbook = next(a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook")
+        playbooks = [a for a in mocks.created if a.typ == "pulumi-python:dynamic/ansible:Playbook"]
+        playbook = next(p for p in playbooks if p.name.endswith("-mx-02"))
         assert playbook.inputs["vars"]["postfix_sender_routes_url"] == "http://10.88.0.1:9396/v1/sending-ips"
         assert "routes-token-stand-in" not in str(playbook.inputs["vars"])
         assert (
@@ -397,7 +407,7 @@ def test_the_sender_routes_agent_gets_the_endpoint_its_token_as_a_secret_and_eac
             "bolt.example.net": "bolt"
         }
 
-    return hosts.playbook.urn.apply(check)
+    return pulumi.Output.all(*(p.urn for p in hosts.playbooks.values())).apply(check)
 
 
 @pulumi.runtime.test

@@ -214,7 +214,7 @@ def test_a_monitoring_vps_is_ordered_converged_and_what_the_mail_hosts_report_to
 
     def check(_):
         by_name = {r.name: r for r in mocks.resources}
-        mail = by_name["pm-mail-playbook"].inputs
+        mail = by_name["pm-mail-host-mx-01"].inputs  # one playbook per node
         assert mail["vars"]["monitoring_agent_allowed_sources"] == ["10.88.9.9"]
         assert mail["vars"]["postfix_sender_routes_url"] == "http://10.88.9.9:9396/v1/sending-ips"
         alert_password = "generated-pm-mail-alert-login"

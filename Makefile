@@ -40,11 +40,11 @@ up: devenv-start stack ## Create or update the dev stack for real, then check it
 	@$(ENV) .venv/bin/penguinmails db backup-scheduler --stack $(STACK) --install
 	@$(ENV) .venv/bin/penguinmails monitoring coverage --stack $(STACK) --wait 120
 
-preview: devenv-start stack ## Show what `make up` would change.
-	@$(ENV) pulumi preview --stack $(STACK) --diff --non-interactive --color never
+preview: devenv-start stack ## Show what `make up` would change (with the policy pack).
+	@$(ENV) pulumi preview --stack $(STACK) --diff --policy-pack policies --non-interactive --color never
 
-check: devenv-start stack ## Fail unless the stack matches its program (no changes pending).
-	@$(ENV) pulumi preview --stack $(STACK) --expect-no-changes --non-interactive --color never
+check: devenv-start stack ## Fail unless the real state matches the program: refresh (mail hosts in check mode), no changes, policies pass.
+	@$(ENV) pulumi preview --stack $(STACK) --refresh --expect-no-changes --policy-pack policies --non-interactive --color never
 
 refresh: devenv-start stack ## Read the real state back and show drift.
 	@$(ENV) pulumi refresh --stack $(STACK) --yes --non-interactive --color never

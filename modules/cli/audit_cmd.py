@@ -47,6 +47,10 @@ def findings(data: dict[str, Any]) -> list[str]:
         lines += [f"{tier}: RLS gap: {gap}" for gap in info["rls"].get("gaps") or []]
         lines += [f"{tier}: ledger: {problem}" for problem in info["ledger_problems"]]
     lines += [f"drift: {d['urn']}" for d in data["drift"]]
+    lines += [
+        f"policy {v.get('policy')}: {v.get('urn', '')} {v.get('message', '')}".rstrip()
+        for v in (data.get("policy") or {}).get("violations") or []
+    ]
     return lines
 
 
@@ -63,8 +67,8 @@ def audit(
 ) -> None:
     """The audit report of a stack from its state and history only (no provider call unless --live).
 
-    Exit code 0 when clean, 4 when it found plaintext secrets, RLS gaps, ledger problems or drift
-    (policy violations are reported in their section; `penguinmails preview` is what blocks on them).
+    Exit code 0 when clean, 4 when it found plaintext secrets, RLS gaps, ledger problems, drift or a
+    mandatory policy violation (advisories are reported, not counted).
     """
     if output_format not in ("markdown", "json"):
         raise ToolkitError(f"--format: {output_format!r} is not markdown or json")

@@ -70,6 +70,7 @@ def recorded_export() -> dict:
             "outputs": {
                 "label": "audit-mx-01-abc",
                 "name_base": "audit-mx-01",
+                "rdns": "mx-01.fleet.audit.test",
                 "service_id": 1001,
                 "plan_id": 2,
                 "plan_name": "Unmanaged SSD VPS 2 GB",
@@ -268,6 +269,12 @@ def test_cli_exit_codes_on_a_recorded_export(tmp_path):
     dirty = _cli(tmp_path, export)
     assert dirty.returncode == 4 and "## Secrets in the state" in dirty.stdout
     assert PLANTED not in dirty.stdout + dirty.stderr
+    # A mandatory policy violation is a finding too: the node without rDNS.
+    del export["deployment"]["resources"][5]["outputs"]["api_key"]
+    del export["deployment"]["resources"][5]["outputs"]["rdns"]
+    unnamed = _cli(tmp_path, export, "--format", "json")
+    assert unnamed.returncode == 4, unnamed.stdout
+    assert [v["policy"] for v in json.loads(unnamed.stdout)["policy"]["violations"]] == ["fleet-node-rdns"]
     bad = _cli(tmp_path, export, "--format", "yaml")
     assert bad.returncode != 0 and "--format" in bad.stderr and "Traceback" not in bad.stderr
     (tmp_path / "export.json").write_text("{}")

@@ -34,8 +34,8 @@ devenv-status: ## Show the local embedded services.
 stack: bootstrap engine
 	@$(ENV) pulumi stack select $(STACK) --create --non-interactive >/dev/null
 
-up: devenv-start stack ## Create or update the dev stack for real, then check its monitoring coverage.
-	@$(ENV) pulumi up --stack $(STACK) --yes --non-interactive --skip-preview --color never
+up: devenv-start stack ## Create or update the dev stack for real (refreshed first: drift is repaired), then check its monitoring coverage.
+	@$(ENV) pulumi up --stack $(STACK) --refresh --yes --non-interactive --skip-preview --color never
 	@$(ENV) .venv/bin/penguinmails monitoring exporter --stack $(STACK) --install
 	@$(ENV) .venv/bin/penguinmails db backup-scheduler --stack $(STACK) --install
 	@$(ENV) .venv/bin/penguinmails monitoring coverage --stack $(STACK) --wait 120

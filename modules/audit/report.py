@@ -226,12 +226,15 @@ def fleet(resources: list[dict[str, Any]], now: datetime, prices: dict[int, floa
 
 
 def history(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The update history, newest first. The file backend records ``version`` 0 for every entry; then the
+    entries are numbered by their order (the oldest is 1), as the service backend numbers them."""
+    numbered = any(entry.get("version") for entry in entries)
     rows = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         env = entry.get("environment") or {}
         rows.append(
             {
-                "version": entry.get("version"),
+                "version": entry.get("version") if numbered else len(entries) - index,
                 "kind": entry.get("kind"),
                 "result": entry.get("result"),
                 "start": entry.get("startTime"),

@@ -293,3 +293,14 @@ def test_cli_exit_codes_on_a_recorded_export(tmp_path):
         check=False,
     )
     assert broken.returncode != 0 and "no deployment" in broken.stderr
+
+
+def test_history_numbers_the_file_backends_unversioned_entries():
+    recorded = [
+        {"version": 0, "kind": "update"},
+        {"version": 0, "kind": "refresh"},
+        {"version": 0, "kind": "update"},
+    ]
+    assert [row["version"] for row in report.history(recorded)] == [3, 2, 1]
+    versioned = [{"version": 7, "kind": "update"}, {"version": 5, "kind": "update"}]
+    assert [row["version"] for row in report.history(versioned)] == [7, 5]

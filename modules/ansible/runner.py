@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -620,6 +620,98 @@ def _run_worker(private: Path, settings: dict[str, Any], timeout: int) -> dict[s
     return json.loads(answer.read_text())
 
 
+def execute(
+    playbook_path: str,
+    inventory_text: str,
+    *,
+    stack: str,
+    what: str,
+    extra_vars: Mapping[str, Any] | None = None,
+    secret_vars: Mapping[str, Any] | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+    limit: str | None = None,
+    forks: int | None = None,
+    check: bool = False,
+    private_check_artifacts: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+    failure_events: Callable[[list[dict]], list[dict]] | None = None,
+) -> PlaybookRun:
+    """Run ``playbook_path`` (relative to ansible/) once and return what happened, without judging it.
+
+    The one place that builds a run: secrets in a 0600 file of a private temporary folder (removed afterwards,
+    also on errors) reaching ansible-playbook as ``-e @file``, the environment, the worker. ``check`` adds
+    ``--check --diff``; with ``private_check_artifacts`` its artifacts (diffs hold file contents) go with the
+    private folder and the would-change results are kept. A run that cannot start raises
+    :class:`AnsibleError` starting with ``what``.
+    """
+    secrets = secret_strings(secret_vars or {})
+    base = state_dir()
+    artifacts = base / "artifacts" / stack
+    facts = base / "facts" / stack
+    for folder in (artifacts, facts):
+        folder.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="penguinmails-ansible-"))
+    private.chmod(0o700)
+    started = time.monotonic()
+    private_artifacts = check and private_check_artifacts
+    try:
+        inventory_file = private / "inventory.yml"
+        inventory_file.write_text(inventory_text)
+        files = [_write_private_json(private, "vars.json", extra_vars or {})]
+        if secret_vars:
+            files.append(_write_private_json(private, "secrets.json", secret_vars))
+        envvars = {
+            "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts),
+            "ANSIBLE_RETRY_FILES_ENABLED": "false",
+            "ANSIBLE_NOCOLOR": "1",
+            # ansible-runner turns host key checking off unless told; the inventory's ssh args decide.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "PATH": _search_path(),
+            # One SSH master per host for this run only: a later run (another stack, a rebuilt host that
+            # got the same address, another key) never rides on a connection it did not open.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+            **(extra_env or {}),
+        }
+        if forks:
+            envvars["ANSIBLE_FORKS"] = str(forks)
+        settings = {
+            "private_data_dir": str(private),
+            "project_dir": str(ANSIBLE_DIR),
+            "playbook": playbook_path,
+            "inventory": str(inventory_file),
+            "cmdline": " ".join(
+                [*(f"-e @{path}" for path in files), *(["--check", "--diff"] if check else [])]
+            ),
+            "envvars": envvars,
+            "limit": limit,
+            "quiet": True,
+            "artifact_dir": str(private / "artifacts" if private_artifacts else artifacts),
+            "rotate_artifacts": KEEP_ARTIFACTS,
+            "timeout": timeout,
+            # Not the per-run cache ansible-runner would put in the artifacts: ansible.cfg's jsonfile
+            # cache in the folder set above, so re-runs skip fact gathering.
+            "fact_cache_type": None,
+        }
+        if private_artifacts:
+            settings["keep_changes"] = True
+        result = _run_worker(private, settings, timeout)
+    except (OSError, ValueError, subprocess.SubprocessError, AnsibleError) as exc:
+        raise AnsibleError(f"{what}: {redact(str(exc), *secrets)}") from None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    events = result["failures"]
+    return PlaybookRun(
+        status=result["status"],
+        rc=int(result["rc"] if result["rc"] is not None else -1),
+        duration_seconds=round(time.monotonic() - started, 2),
+        hosts=stats_by_host(result["stats"]),
+        failures=failures_from_events(failure_events(events) if failure_events else events, secrets),
+        artifact_dir="" if private_artifacts else result["artifact_dir"],
+        changes=list(result.get("changes") or []),
+    )
+
+
 def run_playbook(
     playbook: str,
     inventory_text: str,
@@ -646,71 +738,17 @@ def run_playbook(
     reasons += vars_problems(secret_vars, "secret_vars")
     if reasons:
         raise ValidationError(f"AnsiblePlaybook[{stack}]", reasons)
-    secrets = secret_strings(secret_vars or {})
-    base = state_dir()
-    artifacts = base / "artifacts" / stack
-    facts = base / "facts" / stack
-    for folder in (artifacts, facts):
-        folder.mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="penguinmails-ansible-"))
-    private.chmod(0o700)
-    started = time.monotonic()
-    try:
-        inventory_file = private / "inventory.yml"
-        inventory_file.write_text(inventory_text)
-        files = [_write_private_json(private, "vars.json", extra_vars or {})]
-        if secret_vars:
-            files.append(_write_private_json(private, "secrets.json", secret_vars))
-        envvars = {
-            "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts),
-            "ANSIBLE_RETRY_FILES_ENABLED": "false",
-            "ANSIBLE_NOCOLOR": "1",
-            # ansible-runner turns host key checking off unless told; the inventory's ssh args decide.
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "PATH": _search_path(),
-            # One SSH master per host for this run only: a later run (another stack, a rebuilt host that
-            # got the same address, another key) never rides on a connection it did not open.
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
-        }
-        if forks:
-            envvars["ANSIBLE_FORKS"] = str(forks)
-        settings = {
-            "private_data_dir": str(private),
-            "project_dir": str(ANSIBLE_DIR),
-            "playbook": f"playbooks/{playbook}",
-            "inventory": str(inventory_file),
-            "cmdline": " ".join(
-                [*(f"-e @{path}" for path in files), *(["--check", "--diff"] if check else [])]
-            ),
-            "envvars": envvars,
-            "limit": limit,
-            "quiet": True,
-            # A check run's events carry diffs (file contents): its artifacts go with the private folder.
-            "artifact_dir": str(private / "artifacts" if check else artifacts),
-            "rotate_artifacts": KEEP_ARTIFACTS,
-            "timeout": timeout,
-            # Not the per-run cache ansible-runner would put in the artifacts: ansible.cfg's jsonfile
-            # cache in the folder set above, so re-runs skip fact gathering.
-            "fact_cache_type": None,
-        }
-        if check:
-            settings["keep_changes"] = True
-        result = _run_worker(private, settings, timeout)
-    except (OSError, ValueError, subprocess.SubprocessError, AnsibleError) as exc:
-        raise AnsibleError(
-            f"AnsiblePlaybook[{stack}]: could not run playbooks/{playbook}: {redact(str(exc), *secrets)}"
-        ) from None
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-    run = PlaybookRun(
-        status=result["status"],
-        rc=int(result["rc"] if result["rc"] is not None else -1),
-        duration_seconds=round(time.monotonic() - started, 2),
-        hosts=stats_by_host(result["stats"]),
-        failures=failures_from_events(result["failures"], secrets),
-        artifact_dir="" if check else result["artifact_dir"],
-        changes=list(result.get("changes") or []),
+    run = execute(
+        f"playbooks/{playbook}",
+        inventory_text,
+        stack=stack,
+        what=f"AnsiblePlaybook[{stack}]: could not run playbooks/{playbook}",
+        extra_vars=extra_vars,
+        secret_vars=secret_vars,
+        timeout=timeout,
+        limit=limit,
+        forks=forks,
+        check=check,
     )
     if check:
         return run

@@ -10,17 +10,12 @@ reach Ansible as a 0600 file, never on a command line or in output.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from modules.ansible import runner
 from modules.cli.pulumi_json import pulumi_json
-from modules.providers import redact
 from modules.runbooks.catalog import Runbook, RunbookError
 
 MAIL_PLAYBOOK = "mailhost.yml"
@@ -86,62 +81,25 @@ def run_runbook(
         raise RunbookError(f"runbook {book.name}: " + "; ".join(reasons))
     if not book.playbook.is_file():
         raise RunbookError(f"runbook {book.name}: {book.playbook} is missing")
-    secrets = runner.secret_strings(secret_vars or {})
-    base = runner.state_dir()
-    artifacts = base / "artifacts" / stack
-    facts = base / "facts" / stack
-    for folder in (artifacts, facts):
-        folder.mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="penguinmails-runbook-"))
-    private.chmod(0o700)
-    started = time.monotonic()
     try:
-        inventory_file = private / "inventory.yml"
-        inventory_file.write_text(inventory_text)
-        files = [
-            runner._write_private_json(private, "vars.json", {"runbook_stack": stack, **(extra_vars or {})})
-        ]
-        if secret_vars:
-            files.append(runner._write_private_json(private, "secrets.json", secret_vars))
-        cmdline = " ".join(f"-e @{path}" for path in files) + (" --check --diff" if check else "")
-        envvars = {
-            "ANSIBLE_CONFIG": str(runner.ANSIBLE_DIR / "ansible.cfg"),
-            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts),
-            "ANSIBLE_RETRY_FILES_ENABLED": "false",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "PATH": runner._search_path(),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+        run = runner.execute(
+            f"playbooks/runbooks/{book.name}.yml",
+            inventory_text,
+            stack=stack,
+            what=f"runbook {book.name}: could not run",
+            extra_vars={"runbook_stack": stack, **(extra_vars or {})},
+            secret_vars=secret_vars,
+            timeout=timeout,
+            limit=limit,
+            check=check,
+            # On-call reads a runbook's check run in its log, as of a real one.
+            private_check_artifacts=False,
             # The controller runbooks' implicit localhost: no inventory warning on every run.
-            "ANSIBLE_LOCALHOST_WARNING": "false",
-        }
-        settings = {
-            "private_data_dir": str(private),
-            "project_dir": str(runner.ANSIBLE_DIR),
-            "playbook": f"playbooks/runbooks/{book.name}.yml",
-            "inventory": str(inventory_file),
-            "cmdline": cmdline,
-            "envvars": envvars,
-            "limit": limit,
-            "quiet": True,
-            "artifact_dir": str(artifacts),
-            "rotate_artifacts": runner.KEEP_ARTIFACTS,
-            "timeout": timeout,
-            "fact_cache_type": None,
-        }
-        result = runner._run_worker(private, settings, timeout)
-    except (OSError, ValueError, subprocess.SubprocessError, runner.AnsibleError) as exc:
-        raise RunbookError(f"runbook {book.name}: could not run: {redact(str(exc), *secrets)}") from None
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-    run = runner.PlaybookRun(
-        status=result["status"],
-        rc=int(result["rc"] if result["rc"] is not None else -1),
-        duration_seconds=round(time.monotonic() - started, 2),
-        hosts=runner.stats_by_host(result["stats"]),
-        failures=runner.failures_from_events(_command_errors(result["failures"]), secrets),
-        artifact_dir=result["artifact_dir"],
-    )
+            extra_env={"ANSIBLE_LOCALHOST_WARNING": "false"},
+            failure_events=_command_errors,
+        )
+    except runner.AnsibleError as exc:
+        raise RunbookError(str(exc)) from None
     failed = any(s.failed or s.unreachable for s in run.hosts.values())
     if run.status != "successful" or run.rc != 0 or failed or not run.hosts:
         raise RunbookFailed(_failure_message(book, run), run)
